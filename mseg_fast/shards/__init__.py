@@ -1,0 +1,1 @@
+"""Writing and checking WebDataset shards with labels already in the training taxonomy."""

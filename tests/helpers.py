@@ -1,0 +1,24 @@
+"""Helpers shared by tests: run a CLI as a user would, point it at the demo tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_tool(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run a CLI from tools/ as a user would, capturing its output."""
+    tool, *rest = args
+    result = subprocess.run([sys.executable, str(REPO / "tools" / tool), *rest], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def demo_args(demo_tree: Path, out: Path) -> list[str]:
+    """CLI arguments that point tools/shard.py at the demo tree."""
+    return ["--data-root", str(demo_tree / "data"), "--mseg-api", str(demo_tree / "mseg-api"),
+            "--extra-datasets", str(demo_tree / "datasets.yaml"), "--out", str(out), "--no-progress"]

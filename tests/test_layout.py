@@ -1,0 +1,47 @@
+"""The house rules of STYLE.md and the brief that a test can check."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import subprocess
+import sys
+
+from helpers import REPO
+
+
+def imports_of(path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_only_pipelines_import_dali_and_nothing_imports_tools():
+    for path in (REPO / "mseg_fast").rglob("*.py"):
+        for name in imports_of(path):
+            assert not name.startswith("nvidia.dali"), f"{path} imports DALI; only pipelines/ may"
+            assert not name.startswith(("tools", "pipelines", "train")), f"{path} imports a CLI or pipelines/"
+
+
+def test_import_mseg_fast_does_not_load_dali():
+    code = ("import sys, mseg_fast, mseg_fast.shards.build, mseg_fast.shards.report, mseg_fast.demo_data; "
+            "sys.exit(1 if any(m.startswith('nvidia.dali') for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_no_mseg_file_is_copied_into_the_repository(mseg_api, test_photos):
+    shared = set()
+    for root in (mseg_api, test_photos):
+        for path in root.rglob("*"):
+            if path.is_file() and path.stat().st_size > 64:
+                shared.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    for name in tracked:
+        path = REPO / name
+        if path.is_file():
+            assert hashlib.sha256(path.read_bytes()).hexdigest() not in shared, f"{name} is a copy of a shared file"

@@ -1,0 +1,105 @@
+"""Write WebDataset shards of MSeg datasets, labels converted to the training taxonomy.
+
+    python tools/shard.py --dataset mapillary --data-root DATA --mseg-api MSEG_API --out shards
+
+Writes OUT/<taxonomy>/<dataset>/<split>-NNNNNN.tar, a DALI index beside each, and
+manifest.json. `--verify` only re-checks existing shards against the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from mseg_fast import datasets
+from mseg_fast.apiroot import find_mseg_api
+from mseg_fast.errors import UserError
+from mseg_fast.shards.build import ShardOptions, build_shards
+from mseg_fast.shards.convert import ConvertOptions
+from mseg_fast.shards.manifest import verify_split
+from mseg_fast.shards.report import print_summary
+from mseg_fast.targets import TAXONOMIES, build_target
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def byte_size(text: str) -> int:
+    match = re.fullmatch(r"(\d+)\s*([KMG]?)i?B?", text.strip(), re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size: use bytes or a suffix, e.g. 500MB, 1GB")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help="taxonomy name, short name (mapillary, ...) or 'all'")
+    parser.add_argument("--unrelabeled", action="store_true", help="use the unrelabeled labels of short names / all")
+    parser.add_argument("--taxonomy", choices=TAXONOMIES, default="universal")
+    parser.add_argument("--split", default="train", help="list to shard: train, val, ... (default train)")
+    parser.add_argument("--data-root", type=Path, help="folder holding ADE20K/, BDD/, Cityscapes/, ...")
+    parser.add_argument("--mseg-api", help="mseg-api checkout (default: $MSEG_API_ROOT, else the installed mseg)")
+    parser.add_argument("--out", type=Path, required=True, help="output root; shards go to OUT/<taxonomy>/<dataset>/")
+    parser.add_argument("--list", type=Path, help="use this list file instead of mseg-api's")
+    parser.add_argument("--extra-datasets", type=Path, help="YAML file registering datasets of your own")
+    parser.add_argument("--tsv", type=Path, help="master TSV to use instead of mseg-api's MSeg_master.tsv")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--samples-per-shard", type=int, help="samples per shard (default 256)")
+    size.add_argument("--shard-size", type=byte_size, help="target shard size, e.g. 500MB")
+    parser.add_argument("--short-size", type=int, help="store images resized to this short side (JPEG, quality 95)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (default 0)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip bad samples, listing them in the manifest")
+    parser.add_argument("--verify", action="store_true", help="only re-check existing shards against the manifest")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.samples_per_shard is None and args.shard_size is None:
+        args.samples_per_shard = 256
+    return args
+
+
+def verify(args: argparse.Namespace, names: list[str]) -> int:
+    failed = False
+    for name in names:
+        directory = args.out / args.taxonomy / name
+        problems = verify_split(directory, args.split)
+        for problem in problems:
+            print(f"MISMATCH {problem}", file=sys.stderr)
+        print(f"{directory} [{args.split}]: {'FAILED' if problems else 'ok'}")
+        failed |= bool(problems)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        extras = datasets.load_extra_datasets(args.extra_datasets)
+        names = datasets.resolve_names(args.dataset, args.unrelabeled, extras)
+        if args.verify:
+            return verify(args, names)
+        if args.data_root is None:
+            raise UserError("--data-root is required to write shards")
+        if args.list is not None and len(names) > 1:
+            raise UserError("--list gives one dataset's list; use it with one --dataset, not 'all'")
+        api_root = find_mseg_api(args.mseg_api)
+        options = ShardOptions(seed=args.seed, samples_per_shard=args.samples_per_shard, shard_size=args.shard_size,
+                               short_size=args.short_size, skip_bad=args.skip_bad, workers=max(1, args.workers))
+        for name in names:
+            spec = datasets.build_spec(name, args.data_root, api_root, extras)
+            target = build_target(args.taxonomy, spec, api_root, args.tsv)
+            list_path = args.list or spec.list_path(args.split)
+            entries, list_sha = datasets.read_list(list_path, name, args.split)
+            convert = ConvertOptions(dataset=name, data_dir=spec.data_dir, target=target, short_size=args.short_size)
+            summary = build_shards(entries, list_path.name, list_sha, convert, args.split,
+                                   args.out / args.taxonomy / name, options, show_progress=not args.no_progress)
+            print_summary(summary)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -214,7 +214,8 @@ def read_list(path: Path, dataset: str, split: str) -> tuple[list[ListEntry], st
             folder = "semantic_relabeled133" if dataset.endswith("relabeled") else "semantic_annotations133"
             hint = (
                 f" mseg-api's public snapshot has no COCO train lists: write one line per image, "
-                f"'images/train2017/<id>.jpg {folder}/train2017/<id>.png', and pass it with --list FILE."
+                f"'images/train2017/<id>.jpg {folder}/train2017/<id>.png', and pass it with --list FILE "
+                f"(with --dataset all: --list {dataset}=FILE)."
             )
         raise UserError(f"list file {path} for {dataset} split '{split}' does not exist.{hint} "
                         f"Pass --list FILE to use a list of your own.")

@@ -33,6 +33,18 @@ def test_import_mseg_fast_does_not_load_dali():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+def test_mseg_fast_works_without_dali():
+    """Every library module imports, and shard.py runs its help, where DALI is not installed."""
+    modules = sorted(".".join(p.relative_to(REPO).with_suffix("").parts) for p in (REPO / "mseg_fast").rglob("*.py"))
+    code = ("import sys, importlib; sys.modules['nvidia.dali'] = None; "  # None makes `import` raise ImportError
+            f"[importlib.import_module(m.removesuffix('.__init__')) for m in {modules!r}]")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    blocked = f"import sys, runpy; sys.modules['nvidia.dali'] = None; sys.argv = ['shard.py', '--help']; " \
+              f"runpy.run_path({str(REPO / 'tools' / 'shard.py')!r}, run_name='__main__')"
+    result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
+    assert result.returncode == 0 and "--dataset" in result.stdout
+
+
 def test_no_mseg_file_is_copied_into_the_repository(mseg_api, test_photos):
     shared = set()
     for root in (mseg_api, test_photos):

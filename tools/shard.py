@@ -42,7 +42,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--data-root", type=Path, help="folder holding ADE20K/, BDD/, Cityscapes/, ...")
     parser.add_argument("--mseg-api", help="mseg-api checkout (default: $MSEG_API_ROOT, else the installed mseg)")
     parser.add_argument("--out", type=Path, required=True, help="output root; shards go to OUT/<taxonomy>/<dataset>/")
-    parser.add_argument("--list", type=Path, help="use this list file instead of mseg-api's")
+    parser.add_argument("--list", action="append", default=[], metavar="[NAME=]FILE",
+                        help="use this list instead of mseg-api's; NAME=FILE (repeatable) with several datasets")
     parser.add_argument("--extra-datasets", type=Path, help="YAML file registering datasets of your own")
     parser.add_argument("--tsv", type=Path, help="master TSV to use instead of mseg-api's MSeg_master.tsv")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
@@ -58,6 +59,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.samples_per_shard is None and args.shard_size is None:
         args.samples_per_shard = 256
     return args
+
+
+def list_overrides(values: list[str], names: list[str]) -> dict[str, Path]:
+    """Parse `--list FILE` (one dataset) and `--list NAME=FILE` (any of several)."""
+    overrides: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or (len(names) == 1 and name not in names):  # a plain path (may itself hold '=')
+            if len(names) > 1:
+                raise UserError(f"--list {value}: with several datasets, say which list is whose: --list NAME=FILE")
+            name, path = names[0], value
+        if name not in names:
+            raise UserError(f"--list {value}: '{name}' is not among the datasets being sharded ({', '.join(names)})")
+        overrides[name] = Path(path)
+    return overrides
 
 
 def verify(args: argparse.Namespace, names: list[str]) -> int:
@@ -81,15 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             return verify(args, names)
         if args.data_root is None:
             raise UserError("--data-root is required to write shards")
-        if args.list is not None and len(names) > 1:
-            raise UserError("--list gives one dataset's list; use it with one --dataset, not 'all'")
+        lists = list_overrides(args.list, names)
         api_root = find_mseg_api(args.mseg_api)
         options = ShardOptions(seed=args.seed, samples_per_shard=args.samples_per_shard, shard_size=args.shard_size,
                                short_size=args.short_size, skip_bad=args.skip_bad, workers=max(1, args.workers))
         for name in names:
             spec = datasets.build_spec(name, args.data_root, api_root, extras)
             target = build_target(args.taxonomy, spec, api_root, args.tsv)
-            list_path = args.list or spec.list_path(args.split)
+            list_path = lists.get(name) or spec.list_path(args.split)
             entries, list_sha = datasets.read_list(list_path, name, args.split)
             convert = ConvertOptions(dataset=name, data_dir=spec.data_dir, target=target, short_size=args.short_size)
             summary = build_shards(entries, list_path.name, list_sha, convert, args.split,

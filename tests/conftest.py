@@ -52,3 +52,17 @@ def real_tree(mseg_api, tmp_path_factory) -> Path:
     (root / "ADE20K").mkdir()
     (root / "ADE20K" / "ADEChallengeData2016").symlink_to(test_data / "ADE20K_test_data" / "ADEChallengeData2016")
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_shards(demo_tree, tmp_path_factory) -> Path:
+    """The demo datasets sharded (train and val, 4 samples a shard) with tools/shard.py."""
+    from helpers import demo_args, run_tool
+    from mseg_fast.demo_data import DATASETS
+
+    out = tmp_path_factory.mktemp("demo_shards")
+    for dataset in DATASETS:
+        for split in ("train", "val"):
+            run_tool("shard.py", "--dataset", dataset.name, "--split", split, "--samples-per-shard", "4",
+                     "--workers", "1", *demo_args(demo_tree, out), check=True)
+    return out

@@ -1,0 +1,192 @@
+"""One config path: a frozen dataclass, filled from one YAML file, then `key=value` overrides.
+
+YAML files keep MSeg's key names and may keep its sections (`DATA:`, `TRAIN:`, ...): sections
+are flattened, as MSeg does, but a key given twice is an error instead of a silent overwrite.
+An override names a key by its bare name and its value is parsed as YAML
+(`scale_min=0.75`, `dataset=[ade20k-150-relabeled,bdd-relabeled]`, `dataset_weights=null`).
+Unknown keys and values of the wrong type are errors that suggest the closest key. Unlike
+MSeg, keys whose default is empty can be set from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mseg_fast.constants import IGNORE_LABEL
+from mseg_fast.errors import UserError
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting, with MSeg's values as defaults (reference §3.3, §3.7)."""
+
+    # Data: which shards, in which taxonomy.
+    dataset: list[str] = field(default_factory=list)
+    shards: str = "shards"  # root written by tools/shard.py (holds <taxonomy>/<dataset>/)
+    universal: bool = True  # False: the dataset's own taxonomy (oracle training)
+    use_naive_taxonomy: bool = False
+    dataset_weights: list[float] | None = None  # per-dataset share of each batch; equal by default
+    dataset_gpu_mapping: dict[str, list[int]] | None = None  # MSeg's one-dataset-per-rank layout
+    loader: Literal["dali", "torch"] | None = None  # None: DALI when installed, else torch
+    workers: int = 2  # loader threads (DALI) or worker processes (torch) per rank
+    shuffle_buffer: int = 256  # DALI reader's shuffle buffer, per dataset
+    val_split: str = "val"
+    # Augmentation.
+    short_size: int = 1080
+    train_h: int = 713
+    train_w: int = 713
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    rotate_min: float = -10.0
+    rotate_max: float = 10.0
+    rotate_prob: float = 0.5
+    flip_prob: float = 0.5
+    blur_prob: float = 0.5
+    blur_kernel: int = 5
+    blur_sigma: float = 1.1
+    crop_type: Literal["rand", "center"] = "rand"
+    val_crop: Literal["center", "whole"] = "center"
+    ignore_label: int = IGNORE_LABEL
+    output_dtype: Literal["float32", "float16"] = "float32"
+    # Run.
+    batch_size: int = 14  # global batch per step (MSeg: total per node, one node)
+    manual_seed: int = 0
+
+    def taxonomy(self) -> str:
+        """The shard taxonomy folder this config trains on."""
+        if not self.universal:
+            return "self"
+        return "naive" if self.use_naive_taxonomy else "universal"
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check(value: Any, hint: Any, key: str) -> Any:
+    """Return `value` coerced to `hint`, or raise UserError naming the key and the type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _check(value, option, key)
+            except UserError as error:
+                errors.append(str(error))
+        raise UserError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"config key '{key}': {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if isinstance(value, str) and args and args[0] is str:
+            value = [value]  # `dataset=mapillary` means a one-element list, as in MSeg
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key '{key}': expected a list, got {value!r}")
+        return [_check(v, args[0], key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}': expected a mapping, got {value!r}")
+        return {_check(k, args[0], key): _check(v, args[1], key) for k, v in value.items()}
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise UserError(f"config key '{key}': expected {_type_name(hint)}, got {value!r}")
+    return value
+
+
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+def _unknown(key: str, where: str) -> UserError:
+    close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(Config)], n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return UserError(f"{where}: unknown config key '{key}'.{hint}")
+
+
+def _flatten(raw: dict, path: Path) -> dict:
+    known = {f.name for f in dataclasses.fields(Config)}
+    flat: dict = {}
+    for key, value in raw.items():
+        items = value.items() if isinstance(value, dict) and key not in known else [(key, value)]
+        for name, item in items:
+            if name in flat:
+                raise UserError(f"{path}: key '{name}' is set twice (sections are flattened, as in MSeg)")
+            flat[name] = item
+    return flat
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`key=value` strings -> {key: YAML-parsed value}."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override '{item}' is not key=value (e.g. scale_min=0.75)")
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise UserError(f"override '{item}': the value is not valid YAML ({error})") from None
+    return out
+
+
+def build_config(values: dict, where: str = "config") -> Config:
+    hints = _hints()
+    checked = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise _unknown(key, where)
+        checked[key] = _check(value, hints[key], key)
+    return validate(Config(**checked))
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or start from the defaults) and apply `key=value` overrides."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise UserError(f"config file {path} does not exist") from None
+        values = _flatten(raw, path)
+        for key in values:
+            if key not in _hints():
+                raise _unknown(key, str(path))
+    for key, value in parse_overrides(list(overrides)).items():
+        if key not in _hints():
+            raise _unknown(key, "command line")
+        values[key] = value
+    return build_config(values, str(path or "command line"))
+
+
+def validate(config: Config) -> Config:
+    """Cross-key checks."""
+    if config.scale_min > config.scale_max or config.scale_min <= 0:
+        raise UserError(f"scale_min ({config.scale_min}) must be positive and at most scale_max ({config.scale_max})")
+    if config.rotate_min > config.rotate_max:
+        raise UserError(f"rotate_min ({config.rotate_min}) must be at most rotate_max ({config.rotate_max})")
+    for key in ("rotate_prob", "flip_prob", "blur_prob"):
+        if not 0.0 <= getattr(config, key) <= 1.0:
+            raise UserError(f"{key} must be a probability in [0, 1], got {getattr(config, key)}")
+    if config.dataset_weights is not None and len(config.dataset_weights) != len(config.dataset):
+        raise UserError(f"dataset_weights has {len(config.dataset_weights)} values for {len(config.dataset)} datasets")
+    if config.blur_kernel % 2 == 0:
+        raise UserError(f"blur_kernel must be odd, got {config.blur_kernel}")
+    return config
+
+
+def to_yaml(config: Config) -> str:
+    """The resolved config, for run folders and checkpoints."""
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

@@ -1,0 +1,200 @@
+"""The CPU fallback loader: a torch DataLoader over the same shards, OpenCV for the warp.
+
+For machines without DALI, and the reference for differential tests. Samples are read by
+offset through the DALI index files (random access, no tar scan). Everything random is a
+pure function of (seed, dataset, rank, position): the k-th crop a rank takes from a dataset
+is fixed by those, so the sequence does not depend on the number of workers, and resuming at
+iteration t needs nothing but t.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mseg_fast.constants import IGNORE_LABEL
+from mseg_fast.data.batch import Batch
+from mseg_fast.data.geometry import NUM_DRAWS, Augment, resized_size
+from mseg_fast.data.mixing import Stream
+from mseg_fast.data.shardset import ShardSet
+from mseg_fast.data.warp_cpu import normalize_chw, warp_sample
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """What either backend needs, resolved from the config at the edge (mseg_fast/loader.py)."""
+
+    streams: tuple[Stream, ...]
+    shardsets: tuple[ShardSet, ...]  # one per stream
+    aug: Augment
+    blur_kernel: int
+    blur_sigma: float
+    seed: int
+    output_dtype: str  # float32 | float16
+    workers: int
+    shuffle_buffer: int = 256
+    rank: int = 0
+
+
+class SampleReader:
+    """Reads a sample's components by offset; keeps files open per process."""
+
+    def __init__(self, shardset: ShardSet):
+        self.shardset = shardset
+        self.table = shardset.sample_table()
+        self._files: dict[str, object] = {}
+
+    def read(self, index: int) -> dict[str, bytes]:
+        tar, components = self.table[index]
+        handle = self._files.get(tar)
+        if handle is None:
+            handle = self._files[tar] = open(tar, "rb")
+        out = {}
+        for ext, (offset, size) in components.items():
+            handle.seek(offset)
+            out[ext] = handle.read(size)
+        return out
+
+    def __getstate__(self):  # file handles stay in their process
+        return {"shardset": self.shardset, "table": self.table, "_files": {}}
+
+
+def decode(components: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Image (RGB uint8), label and meta of one sample."""
+    image_ext = next(ext for ext in components if ext in ("jpg", "png"))
+    image = cv2.imdecode(np.frombuffer(components[image_ext], np.uint8), cv2.IMREAD_COLOR)
+    label = cv2.imdecode(np.frombuffer(components["label.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), label, json.loads(components.get("json", b"{}"))
+
+
+def draws(seed: int, stream: Stream, position: int) -> np.ndarray:
+    """The uniforms of a rank's `position`-th crop of a dataset."""
+    return np.random.default_rng([seed, stream.dataset_id, stream.shard_id, position]).random(NUM_DRAWS)
+
+
+@functools.lru_cache(maxsize=16)
+def _epoch_order(seed: int, dataset_id: int, epoch: int, samples: int) -> np.ndarray:
+    return np.random.default_rng([seed, dataset_id, epoch, 1 << 20]).permutation(samples)
+
+
+def train_index(seed: int, stream: Stream, samples: int, position: int) -> int:
+    """Sample index of a rank's `position`-th crop: each epoch a fresh permutation of the
+    dataset, dealt to ranks round-robin (as torch's DistributedSampler), so ranks are disjoint."""
+    per_rank = samples // stream.num_shards
+    epoch, step = divmod(position, per_rank)
+    return int(_epoch_order(seed, stream.dataset_id, epoch, samples)[stream.shard_id + step * stream.num_shards])
+
+
+def augment(components: dict[str, bytes], u: np.ndarray, spec: LoaderSpec) -> tuple[np.ndarray, np.ndarray]:
+    image, label, _ = decode(components)
+    crop, crop_label = warp_sample(image, label, u, spec.aug, spec.blur_kernel, spec.blur_sigma)
+    return normalize_chw(crop, np.dtype(spec.output_dtype)), crop_label.astype(np.int32)
+
+
+class MixedBatches(Dataset):
+    """Item t = the rank's mixed batch of iteration t, as numpy arrays."""
+
+    def __init__(self, spec: LoaderSpec):
+        self.spec = spec
+        self.readers = [SampleReader(s) for s in spec.shardsets]
+        for stream, shardset in zip(spec.streams, spec.shardsets):
+            shardset.check_ranks(stream.num_shards)
+
+    def __len__(self) -> int:
+        return 2**62  # length is counted in iterations by the caller
+
+    def __getitem__(self, iteration: int) -> dict[str, np.ndarray]:
+        images, labels, ids = [], [], []
+        for stream, reader in zip(self.spec.streams, self.readers):
+            for j in range(stream.batch):
+                position = iteration * stream.batch + j
+                index = train_index(self.spec.seed, stream, reader.shardset.samples, position)
+                image, label = augment(reader.read(index), draws(self.spec.seed, stream, position), self.spec)
+                images.append(image)
+                labels.append(label)
+                ids.append(stream.dataset_id)
+        return {"images": np.stack(images), "labels": np.stack(labels), "dataset_ids": np.array(ids, np.int64)}
+
+
+def _init_worker(_: int) -> None:
+    cv2.setNumThreads(1)  # parallelism comes from the DataLoader's processes
+    torch.set_num_threads(1)
+
+
+def to_batch(arrays: dict) -> Batch:
+    labels = torch.as_tensor(arrays["labels"]).long()
+    return Batch(torch.as_tensor(arrays["images"]), labels, torch.as_tensor(arrays["dataset_ids"]))
+
+
+class TorchTrainLoader:
+    """Endless mixed training batches; `state_dict()` is the number of batches handed out."""
+
+    def __init__(self, spec: LoaderSpec, iteration: int = 0, pin_memory: bool = False):
+        self.spec, self.iteration = spec, iteration
+        self._batches = MixedBatches(spec)
+        self._loader = DataLoader(self._batches, batch_size=None, sampler=itertools.count(iteration),
+                                  num_workers=spec.workers, worker_init_fn=_init_worker, pin_memory=pin_memory,
+                                  prefetch_factor=2 if spec.workers else None, persistent_workers=spec.workers > 0)
+        self._iterator: Iterator | None = None
+
+    def __iter__(self) -> "TorchTrainLoader":
+        return self
+
+    def __next__(self) -> Batch:
+        if self._iterator is None:
+            self._iterator = iter(self._loader)
+        arrays = next(self._iterator)
+        self.iteration += 1
+        return to_batch(arrays)
+
+    def state_dict(self) -> dict:
+        return {"backend": "torch", "iteration": self.iteration}
+
+    def close(self) -> None:
+        self._iterator = None
+
+
+def val_range(samples: int, shard_id: int, num_shards: int) -> range:
+    """A rank's contiguous part of a validation set (DALI's readers split the same way)."""
+    return range(samples * shard_id // num_shards, samples * (shard_id + 1) // num_shards)
+
+
+def torch_val_batches(spec: LoaderSpec, batch_size: int, whole: bool) -> Iterator[Batch]:
+    """Each of this rank's validation samples once, dataset after dataset (no randomness)."""
+    for stream, shardset in zip(spec.streams, spec.shardsets):
+        reader = SampleReader(shardset)
+        indices = val_range(shardset.samples, stream.shard_id, stream.num_shards)
+        for start in range(0, len(indices), batch_size):
+            images, labels = [], []
+            for index in indices[start:start + batch_size]:
+                image, label, _ = decode(reader.read(index))
+                aug = spec.aug
+                if whole:  # the crop is the resized image itself
+                    new_h, new_w = (int(v) for v in resized_size(float(label.shape[0]), float(label.shape[1]),
+                                                                  aug.short_size))
+                    aug = Augment.validation(aug.short_size, new_h, new_w)
+                crop, crop_label = warp_sample(image, label, np.zeros(NUM_DRAWS), aug, spec.blur_kernel, spec.blur_sigma)
+                images.append(normalize_chw(crop, np.dtype(spec.output_dtype)))
+                labels.append(crop_label.astype(np.int32))
+            stacked, stacked_labels = pad_batch(images, labels)
+            yield Batch(torch.from_numpy(stacked), torch.from_numpy(stacked_labels).long(),
+                        torch.full((len(images),), stream.dataset_id, dtype=torch.int64))
+
+
+def pad_batch(images: list[np.ndarray], labels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack crops of different sizes ('whole' validation): pad with 0 (the normalised mean) and 255."""
+    height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
+    out = np.zeros((len(images), 3, height, width), images[0].dtype)
+    out_labels = np.full((len(images), height, width), IGNORE_LABEL, np.int32)
+    for k, (image, label) in enumerate(zip(images, labels)):
+        out[k, :, : image.shape[1], : image.shape[2]] = image
+        out_labels[k, : label.shape[0], : label.shape[1]] = label
+    return out, out_labels

@@ -1,0 +1,91 @@
+"""Run one DALI pipeline per dataset and hand out mixed torch batches (training) or each
+validation sample exactly once."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from mseg_fast.data.batch import Batch
+from mseg_fast.data.torch_loader import LoaderSpec, pad_batch, val_range
+from pipelines.pipes import build_train_pipe, build_val_pipe
+
+
+def to_torch(tensor_list, device: str) -> torch.Tensor:
+    """A dense DALI TensorList (CPU or GPU) -> a torch tensor on the same device."""
+    tensor = tensor_list.as_tensor()
+    if device == "gpu":
+        from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+        out = torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device="cuda")
+        feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream())
+        return out
+    return torch.from_numpy(np.array(tensor))
+
+
+def stream_seed(spec: LoaderSpec, dataset_id: int) -> int:
+    """Base seed + rank, and a different stream per dataset."""
+    return spec.seed + spec.rank + 100_003 * dataset_id
+
+
+class DaliTrainLoader:
+    """Endless mixed training batches; state = iteration + each pipeline's DALI checkpoint."""
+
+    def __init__(self, spec: LoaderSpec, device: str, state: dict | None = None):
+        self.spec, self.device = spec, device
+        self.iteration = state["iteration"] if state else 0
+        checkpoints = state["checkpoints"] if state else [None] * len(spec.streams)
+        threads = max(1, spec.workers // len(spec.streams))
+        self.pipes = []
+        for stream, shardset, checkpoint in zip(spec.streams, spec.shardsets, checkpoints):
+            shardset.check_ranks(stream.num_shards)
+            pipe = build_train_pipe(shardset, stream.batch, stream.shard_id, stream.num_shards, spec.aug,
+                                    spec.blur_kernel, spec.blur_sigma, device, spec.output_dtype,
+                                    stream_seed(spec, stream.dataset_id), threads, spec.shuffle_buffer,
+                                    checkpoint=checkpoint)
+            pipe.build()
+            self.pipes.append(pipe)
+
+    def __iter__(self) -> "DaliTrainLoader":
+        return self
+
+    def __next__(self) -> Batch:
+        images, labels, ids = [], [], []
+        for stream, pipe in zip(self.spec.streams, self.pipes):
+            image, label = pipe.run()
+            images.append(to_torch(image, self.device))
+            labels.append(to_torch(label, self.device).long())
+            ids.append(torch.full((stream.batch,), stream.dataset_id, dtype=torch.int64))
+        self.iteration += 1
+        return Batch(torch.cat(images), torch.cat(labels), torch.cat(ids))
+
+    def state_dict(self) -> dict:
+        return {"backend": "dali", "iteration": self.iteration, "checkpoints": [p.checkpoint() for p in self.pipes]}
+
+    def close(self) -> None:
+        self.pipes = []
+
+
+def dali_val_batches(spec: LoaderSpec, device: str, batch_size: int, whole: bool) -> Iterator[Batch]:
+    """Each of this rank's validation samples once, dataset after dataset; the reader pads the
+    last batch with repeats, which are cut off here."""
+    for stream, shardset in zip(spec.streams, spec.shardsets):
+        expected = len(val_range(shardset.samples, stream.shard_id, stream.num_shards))
+        pipe = build_val_pipe(shardset, batch_size, stream.shard_id, stream.num_shards, spec.aug, whole, device,
+                              spec.output_dtype, max(1, spec.workers))
+        pipe.build()
+        seen = 0
+        while seen < expected:
+            image, label = pipe.run()
+            keep = min(batch_size, expected - seen)
+            if whole:
+                arrays = pad_batch([np.array(image.as_cpu().at(i) if device == "gpu" else image.at(i)) for i in range(keep)],
+                                   [np.array(label.as_cpu().at(i) if device == "gpu" else label.at(i)) for i in range(keep)])
+                images, labels = torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]).long()
+            else:
+                images, labels = to_torch(image, device)[:keep], to_torch(label, device)[:keep].long()
+            seen += keep
+            yield Batch(images, labels, torch.full((keep,), stream.dataset_id, dtype=torch.int64))
+        del pipe

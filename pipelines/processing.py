@@ -1,0 +1,108 @@
+"""The DALI processing graph: decode, one fused warp, blur, pad, normalise. No reader here,
+so the same graph can be fed from memory in tests (STYLE habit 4).
+
+The device is a parameter. "gpu": JPEG decode on the `mixed` backend (the hardware decoder
+where there is one) and GPU operators. "cpu": the same operators on the CPU, `device_id=None`.
+Label PNGs decode on the CPU in both cases (DALI has no GPU PNG decoder) and move to the GPU
+before the warp. Geometry comes from mseg_fast.data.geometry, the code the torch fallback uses.
+"""
+
+from __future__ import annotations
+
+import nvidia.dali.fn as fn
+import nvidia.dali.math as dmath
+import nvidia.dali.types as types
+
+from mseg_fast.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
+from mseg_fast.data.geometry import NUM_DRAWS, Augment, blur_drawn, crop_map, resized_size
+
+
+class DaliMath:
+    """geometry's math namespace, for DALI DataNodes (per-sample scalars on the CPU)."""
+
+    floor = staticmethod(dmath.floor)
+    sin = staticmethod(dmath.sin)
+    cos = staticmethod(dmath.cos)
+    minimum = staticmethod(dmath.min)
+    maximum = staticmethod(dmath.max)
+
+    @staticmethod
+    def less(a, b):
+        return fn.cast(a < b, dtype=types.FLOAT)
+
+
+def decode(images, labels, device: str, label_dtype: str):
+    """Encoded bytes -> image HWC uint8 RGB, label HW1 (on `device`), and the image size (H, W) floats."""
+    shape = fn.cast(fn.peek_image_shape(images), dtype=types.FLOAT)
+    image = fn.decoders.image(images, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+    label = fn.decoders.image(labels, device="cpu", output_type=types.ANY_DATA,
+                              dtype=types.UINT16 if label_dtype == "uint16" else types.UINT8)
+    if device == "gpu":
+        label = label.gpu()
+    return image, label, shape[0], shape[1]
+
+
+def centre(image):
+    """uint8 -> float with the ImageNet mean subtracted, on the full image.
+
+    Why: DALI's warp fills with one value for all channels; in mean-centred space that value is
+    0 for every channel, which is MSeg's per-channel mean fill. The blur is linear, so blurring
+    centred pixels is blurring the pixels, shifted.
+    """
+    return fn.crop_mirror_normalize(image, mean=list(IMAGENET_MEAN), std=[1.0, 1.0, 1.0], dtype=types.FLOAT,
+                                    output_layout="HWC")
+
+
+def place(image, label, height, width, u, aug: Augment):
+    """Warp the visible window from the source, then pad it into the crop (0 / 255 fill)."""
+    inverse, (win_h, win_w, top, left) = crop_map(height, width, u, aug, DaliMath)
+    matrix = fn.reshape(fn.stack(*[fn.cast(v, dtype=types.FLOAT) for v in inverse]), shape=[2, 3])
+    size = fn.cast(fn.stack(win_h, win_w), dtype=types.FLOAT)
+    image = fn.warp_affine(image, matrix=matrix, size=size, fill_value=0.0, interp_type=types.INTERP_LINEAR)
+    label = fn.warp_affine(label, matrix=matrix, size=size, fill_value=float(IGNORE_LABEL),
+                           interp_type=types.INTERP_NN)
+    return image, label, fn.cast(fn.stack(-top, -left), dtype=types.INT32)
+
+
+def pad(image, label, anchor, crop_h: int, crop_w: int):
+    """Place a window at `-anchor` inside a crop_h x crop_w canvas of fill."""
+    image = fn.slice(image, anchor, [crop_h, crop_w], axes=[0, 1], out_of_bounds_policy="pad", fill_values=0.0)
+    label = fn.slice(label, anchor, [crop_h, crop_w], axes=[0, 1], out_of_bounds_policy="pad",
+                     fill_values=float(IGNORE_LABEL))
+    return image, label
+
+
+def finish(image, label, output_dtype: str):
+    """Centred float HWC -> normalised CHW in the output dtype; label HW1 -> HW."""
+    image = fn.crop_mirror_normalize(image, mean=[0.0, 0.0, 0.0], std=list(IMAGENET_STD), output_layout="CHW",
+                                     dtype=types.FLOAT16 if output_dtype == "float16" else types.FLOAT)
+    return image, fn.squeeze(label, axes=[2])
+
+
+def augment_train(images, labels, aug: Augment, blur_kernel: int, blur_sigma: float, device: str, label_dtype: str,
+                  output_dtype: str):
+    """The training graph (MSeg's augmentation, one resampling). Needs enable_conditionals."""
+    image, label, height, width = decode(images, labels, device, label_dtype)
+    u = fn.random.uniform(range=[0.0, 1.0], shape=[NUM_DRAWS])
+    image, label, anchor = place(centre(image), label, height, width, u, aug)
+    if blur_drawn(u, aug, DaliMath) > 0.5:
+        image = fn.gaussian_blur(image, window_size=blur_kernel, sigma=blur_sigma)  # reflect-101 borders
+    image, label = pad(image, label, anchor, aug.crop_h, aug.crop_w)
+    return finish(image, label, output_dtype)
+
+
+def augment_val(images, labels, aug: Augment, whole: bool, device: str, label_dtype: str, output_dtype: str):
+    """Validation: resize the short side, then the centre crop (padded) or the whole image."""
+    image, label, height, width = decode(images, labels, device, label_dtype)
+    if whole:
+        new_h, new_w = resized_size(height, width, aug.short_size, DaliMath)
+        size = fn.stack(new_h, new_w)
+        image = fn.resize(centre(image), size=size, interp_type=types.INTERP_LINEAR, antialias=False)
+        label = fn.resize(label, size=size, interp_type=types.INTERP_NN, antialias=False)
+        return finish(image, label, output_dtype)
+    # A validation Augment has zero ranges and probabilities: u is multiplied by 0 or compared
+    # against 0, so any values in [0, 1) give the same centre crop.
+    u = fn.random.uniform(range=[0.0, 1.0], shape=[NUM_DRAWS], seed=0)
+    image, label, anchor = place(centre(image), label, height, width, u, aug)
+    image, label = pad(image, label, anchor, aug.crop_h, aug.crop_w)
+    return finish(image, label, output_dtype)

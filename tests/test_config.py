@@ -1,0 +1,52 @@
+"""One config path: YAML (MSeg sections flattened) + key=value overrides, strictly typed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from mseg_fast.config import Config, load_config, to_yaml
+from mseg_fast.errors import UserError
+
+
+def test_defaults_are_mseg_values():
+    cfg = Config()
+    assert (cfg.scale_min, cfg.scale_max, cfg.rotate_min, cfg.rotate_max) == (0.5, 2.0, -10.0, 10.0)
+    assert (cfg.rotate_prob, cfg.flip_prob, cfg.blur_prob, cfg.blur_kernel, cfg.blur_sigma) == (0.5, 0.5, 0.5, 5, 1.1)
+    assert (cfg.train_h, cfg.train_w, cfg.short_size, cfg.ignore_label) == (713, 713, 1080, 255)
+
+
+def test_sections_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("DATA:\n  dataset: [bdd-relabeled]\nTRAIN:\n  scale_min: 0.5\n  train_h: 593\n")
+    cfg = load_config(path, ["scale_min=0.75", "dataset=[ade20k-150-relabeled,bdd-relabeled]", "scale_max=1",
+                             "dataset_weights=[1, 2]", "loader=torch"])
+    assert cfg.scale_min == 0.75 and cfg.scale_max == 1.0 and cfg.train_h == 593
+    assert cfg.dataset == ["ade20k-150-relabeled", "bdd-relabeled"] and cfg.dataset_weights == [1.0, 2.0]
+    assert load_config(path, ["dataset=mapillary"]).dataset == ["mapillary"]
+    assert load_config(None, ["scale_min=1", "scale_max=1"]).scale_min == 1.0  # equal min and max are allowed
+    assert yaml.safe_load(to_yaml(cfg))["scale_min"] == 0.75
+
+
+@pytest.mark.parametrize("override,message", [
+    (["scale_mn=0.6"], "unknown config key 'scale_mn'. Did you mean scale_min"),
+    (["train_h=big"], "config key 'train_h': expected int, got 'big'"),
+    (["crop_type=middle"], "'middle' is not one of 'rand', 'center'"),
+    (["scale_min=3"], "scale_min (3.0) must be positive and at most scale_max"),
+    (["flip_prob=1.5"], "flip_prob must be a probability"),
+    (["scale_min"], "is not key=value"),
+])
+def test_bad_configs_are_refused(override, message):
+    with pytest.raises(UserError) as error:
+        load_config(None, override)
+    assert message in str(error.value)
+
+
+def test_bad_yaml_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("TRAIN:\n  base_lrr: 0.01\n")
+    with pytest.raises(UserError, match="unknown config key 'base_lrr'"):
+        load_config(path)
+    path.write_text("DATA:\n  train_h: 473\nTRAIN:\n  train_h: 593\n")
+    with pytest.raises(UserError, match="key 'train_h' is set twice"):
+        load_config(path)

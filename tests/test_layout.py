@@ -10,9 +10,11 @@ import sys
 from helpers import REPO
 
 
-def imports_of(path) -> set[str]:
+def imports_of(path, top_level_only: bool = False) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else ast.walk(tree)
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in nodes:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -20,11 +22,18 @@ def imports_of(path) -> set[str]:
     return names
 
 
-def test_only_pipelines_import_dali_and_nothing_imports_tools():
+def test_import_rules():
+    """Only pipelines/ imports DALI; only the adapter (mseg_fast/loader.py) imports pipelines/, inside
+    its branch; nothing imports the CLIs; the model never imports data code."""
     for path in (REPO / "mseg_fast").rglob("*.py"):
         for name in imports_of(path):
             assert not name.startswith("nvidia.dali"), f"{path} imports DALI; only pipelines/ may"
-            assert not name.startswith(("tools", "pipelines", "train")), f"{path} imports a CLI or pipelines/"
+            assert not name.startswith(("tools", "train")), f"{path} imports a CLI"
+            if name.startswith("pipelines"):
+                assert path.name == "loader.py", f"{path} imports pipelines/; only mseg_fast/loader.py may"
+                assert name not in imports_of(path, top_level_only=True), "pipelines/ is imported lazily"
+    for path in (REPO / "pipelines").rglob("*.py"):
+        assert not any(n.startswith(("tools", "train")) for n in imports_of(path)), f"{path} imports a CLI"
 
 
 def test_import_mseg_fast_does_not_load_dali():

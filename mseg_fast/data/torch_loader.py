@@ -140,9 +140,12 @@ class TorchTrainLoader:
     def __init__(self, spec: LoaderSpec, iteration: int = 0, pin_memory: bool = False):
         self.spec, self.iteration = spec, iteration
         self._batches = MixedBatches(spec)
+        # forkserver, not fork: the trainer's process holds threads (DALI, OpenCV, CUDA) whose locks a
+        # forked worker would inherit locked (seen here: a hang after a DALI pipeline had run).
         self._loader = DataLoader(self._batches, batch_size=None, sampler=itertools.count(iteration),
                                   num_workers=spec.workers, worker_init_fn=_init_worker, pin_memory=pin_memory,
-                                  prefetch_factor=2 if spec.workers else None, persistent_workers=spec.workers > 0)
+                                  prefetch_factor=2 if spec.workers else None, persistent_workers=spec.workers > 0,
+                                  multiprocessing_context="forkserver" if spec.workers else None)
         self._iterator: Iterator | None = None
 
     def __iter__(self) -> "TorchTrainLoader":

@@ -13,7 +13,7 @@ from mseg_fast.data.batch import Batch
 from mseg_fast.data.geometry import Augment
 from mseg_fast.data.mixing import plan_streams, plan_val_streams
 from mseg_fast.data.shardset import ShardSet
-from mseg_fast.data.torch_loader import LoaderSpec, TorchTrainLoader, torch_val_batches
+from mseg_fast.data.torch_loader import LoaderSpec, TorchTrainLoader, torch_sample_crops, torch_val_batches
 from mseg_fast.errors import UserError
 
 DALI_INSTALL = "pip install nvidia-dali-cuda120 (or `pip install -e .[dali]`)"
@@ -91,3 +91,20 @@ def build_val_batches(config: Config, rank: int = 0, world_size: int = 1, device
 
         return dali_val_batches(spec, "gpu" if str(device).startswith("cuda") else "cpu", batch_size, whole)
     return torch_val_batches(spec, batch_size, whole)
+
+
+def sample_crops(config: Config, count: int, device: str = "cpu") -> list[dict]:
+    """The first training crops of rank 0, with source and drawn uniforms (tools/show_batch.py)."""
+    spec = build_spec(config, 0, 1, train=True)
+    if choose_backend(config) == "dali":
+        from pipelines.iterator import dali_sample_crops
+
+        return dali_sample_crops(spec, "gpu" if str(device).startswith("cuda") else "cpu", count)
+    return torch_sample_crops(spec, count)
+
+
+def dali_stage_pipes(config: Config, device: str = "cpu") -> dict:
+    """DALI pipelines that stop after reading, and after decoding (bench/loader_bench.py)."""
+    from pipelines.stages import stage_pipes
+
+    return stage_pipes(build_spec(config, 0, 1, train=True), "gpu" if str(device).startswith("cuda") else "cpu")

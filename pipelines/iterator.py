@@ -3,6 +3,7 @@ validation sample exactly once."""
 
 from __future__ import annotations
 
+import json
 from typing import Iterator
 
 import numpy as np
@@ -89,3 +90,23 @@ def dali_val_batches(spec: LoaderSpec, device: str, batch_size: int, whole: bool
             seen += keep
             yield Batch(images, labels, torch.full((keep,), stream.dataset_id, dtype=torch.int64))
         del pipe
+
+
+def dali_sample_crops(spec: LoaderSpec, device: str, count: int) -> list[dict]:
+    """The first `count` training crops, dataset streams interleaved per batch as in training."""
+    pipes = []
+    for stream, shardset in zip(spec.streams, spec.shardsets):
+        pipe = build_train_pipe(shardset, stream.batch, stream.shard_id, stream.num_shards, spec.aug, spec.blur_kernel,
+                                spec.blur_sigma, device, spec.output_dtype, stream_seed(spec, stream.dataset_id),
+                                max(1, spec.workers), spec.shuffle_buffer, with_meta=True)
+        pipe.build()
+        pipes.append((stream, pipe))
+    crops: list[dict] = []
+    while len(crops) < count:
+        for stream, pipe in pipes:
+            images, labels, metas, draws = (o.as_cpu() if device == "gpu" else o for o in pipe.run())
+            for i in range(stream.batch):
+                crops.append({"image": np.array(images.at(i)), "label": np.array(labels.at(i)),
+                              "dataset": stream.dataset, "meta": json.loads(bytes(np.array(metas.at(i))).decode()),
+                              "draws": np.array(draws.at(i))})
+    return crops[:count]

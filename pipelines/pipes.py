@@ -21,14 +21,14 @@ def _reader(shardset: ShardSet, shard_id: int, num_shards: int, train: bool, shu
 def build_train_pipe(shardset: ShardSet, batch: int, shard_id: int, num_shards: int, aug: Augment, blur_kernel: int,
                      blur_sigma: float, device: str, output_dtype: str, seed: int, threads: int, shuffle_buffer: int,
                      with_meta: bool = False, checkpoint: str | None = None):
-    """Training pipeline of one dataset on one rank. Outputs image (CHW), label (HW)[, meta]."""
+    """Training pipeline of one dataset on one rank. Outputs image (CHW), label (HW)[, meta, uniforms]."""
 
     @pipeline_def(enable_conditionals=True, enable_checkpointing=True)
     def pipe():
         outputs = _reader(shardset, shard_id, num_shards, True, shuffle_buffer, with_meta)
-        image, label = processing.augment_train(outputs[0], outputs[1], aug, blur_kernel, blur_sigma, device,
-                                                shardset.label_dtype, output_dtype)
-        return (image, label, outputs[2]) if with_meta else (image, label)
+        image, label, draws = processing.augment_train(outputs[0], outputs[1], aug, blur_kernel, blur_sigma, device,
+                                                       shardset.label_dtype, output_dtype)
+        return (image, label, outputs[2], draws) if with_meta else (image, label)
 
     return pipe(batch_size=batch, num_threads=threads, device_id=0 if device == "gpu" else None, seed=seed,
                 checkpoint=checkpoint)

@@ -54,13 +54,30 @@ def centre(image):
 
 
 def place(image, label, height, width, u, aug: Augment):
-    """Warp the visible window from the source, then pad it into the crop (0 / 255 fill)."""
-    inverse, (win_h, win_w, top, left) = crop_map(height, width, u, aug, DaliMath)
-    matrix = fn.reshape(fn.stack(*[fn.cast(v, dtype=types.FLOAT) for v in inverse]), shape=[2, 3])
+    """The visible window of the crop, taken straight from the source (centred float image, label).
+
+    Rotated samples go through warp_affine. The others (half of MSeg's samples) need only
+    scale, flip and crop, an axis-aligned map, which is a resize of a region of interest (a
+    reversed ROI flips): measured on 1080p photos and 713 crops, DALI's CPU resize is several
+    times faster than its CPU warp, and both resample exactly the same way (bilinear, no
+    antialiasing; nearest for labels).
+    """
+    inverse, (win_h, win_w, top, left), rotate = crop_map(height, width, u, aug, DaliMath)
+    a, b, c, d, e, f = (fn.cast(v, dtype=types.FLOAT) for v in inverse)
     size = fn.cast(fn.stack(win_h, win_w), dtype=types.FLOAT)
-    image = fn.warp_affine(image, matrix=matrix, size=size, fill_value=0.0, interp_type=types.INTERP_LINEAR)
-    label = fn.warp_affine(label, matrix=matrix, size=size, fill_value=float(IGNORE_LABEL),
-                           interp_type=types.INTERP_NN)
+    if rotate > 0.5:
+        matrix = fn.reshape(fn.stack(a, b, c, d, e, f), shape=[2, 3])
+        image = fn.warp_affine(centre(image), matrix=matrix, size=size, fill_value=0.0, interp_type=types.INTERP_LINEAR)
+        label = fn.warp_affine(label, matrix=matrix, size=size, fill_value=float(IGNORE_LABEL),
+                               interp_type=types.INTERP_NN)
+    else:
+        # Window corners in source coordinates: x = a*x' + c, y = e*y' + f (b = d = 0 unrotated).
+        roi_start = fn.stack(f, c)
+        roi_end = fn.stack(e * fn.cast(win_h, dtype=types.FLOAT) + f, a * fn.cast(win_w, dtype=types.FLOAT) + c)
+        image = centre(fn.resize(image, size=size, roi_start=roi_start, roi_end=roi_end, roi_relative=False,
+                                 interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.FLOAT))
+        label = fn.resize(label, size=size, roi_start=roi_start, roi_end=roi_end, roi_relative=False,
+                          interp_type=types.INTERP_NN, antialias=False)
     return image, label, fn.cast(fn.stack(-top, -left), dtype=types.INT32)
 
 
@@ -81,14 +98,18 @@ def finish(image, label, output_dtype: str):
 
 def augment_train(images, labels, aug: Augment, blur_kernel: int, blur_sigma: float, device: str, label_dtype: str,
                   output_dtype: str):
-    """The training graph (MSeg's augmentation, one resampling). Needs enable_conditionals."""
+    """The training graph (MSeg's augmentation, one resampling). Needs enable_conditionals.
+
+    Returns:
+        image (CHW), label (HW), and the sample's uniforms (for show_batch).
+    """
     image, label, height, width = decode(images, labels, device, label_dtype)
     u = fn.random.uniform(range=[0.0, 1.0], shape=[NUM_DRAWS])
-    image, label, anchor = place(centre(image), label, height, width, u, aug)
+    image, label, anchor = place(image, label, height, width, u, aug)
     if blur_drawn(u, aug, DaliMath) > 0.5:
         image = fn.gaussian_blur(image, window_size=blur_kernel, sigma=blur_sigma)  # reflect-101 borders
     image, label = pad(image, label, anchor, aug.crop_h, aug.crop_w)
-    return finish(image, label, output_dtype)
+    return (*finish(image, label, output_dtype), u)
 
 
 def augment_val(images, labels, aug: Augment, whole: bool, device: str, label_dtype: str, output_dtype: str):
@@ -103,6 +124,6 @@ def augment_val(images, labels, aug: Augment, whole: bool, device: str, label_dt
     # A validation Augment has zero ranges and probabilities: u is multiplied by 0 or compared
     # against 0, so any values in [0, 1) give the same centre crop.
     u = fn.random.uniform(range=[0.0, 1.0], shape=[NUM_DRAWS], seed=0)
-    image, label, anchor = place(centre(image), label, height, width, u, aug)
+    image, label, anchor = place(image, label, height, width, u, aug)
     image, label = pad(image, label, anchor, aug.crop_h, aug.crop_w)
     return finish(image, label, output_dtype)

@@ -30,7 +30,7 @@ def run_dali_train_graph(images: list[np.ndarray], labels: list[np.ndarray], aug
     def pipe():
         image = fn.external_source(source=lambda: images, batch=True)
         label = fn.external_source(source=lambda: labels, batch=True)
-        return processing.augment_train(image, label, aug, 5, 1.1, "cpu", label_dtype, "float32")
+        return processing.augment_train(image, label, aug, 5, 1.1, "cpu", label_dtype, "float32")[:2]
 
     built = pipe(batch_size=len(images), num_threads=1, device_id=None, seed=seed)
     built.build()

@@ -65,7 +65,7 @@ def test_two_ranks_read_disjoint_samples_dali(demo_shards):
         pipe.build()
         names = []
         for _ in range(6):  # 12 of the rank's 12 samples
-            _, _, meta = pipe.run()
+            _, _, meta, _ = pipe.run()
             names += [bytes(meta.at(i)).decode() for i in range(2)]
         assert len(set(names)) == 12
         seen.append(set(names))

@@ -1,7 +1,7 @@
 """Benchmark tools/shard.py's work on real 1080p photos: images/s at 1 and 2 workers, the share
 of worker time in label decode/convert/encode, and the label-codec comparison.
 
-    python tools/bench_shard.py [--samples 400] [--json bench_out/shard.json]
+    python tools/bench_shard.py [--samples 400] [--json bench_out/shard.json] [--keep-shards bench_out/shards]
 
 Reads photos and label maps from $MSEG_TEST_DATA (default ../shared/mseg-semantic-test-data).
 """
@@ -26,7 +26,7 @@ from mseg_fast.targets import build_target
 REPO = Path(__file__).resolve().parent.parent
 
 
-def shard_runs(test_data: Path, mseg_api: Path, samples: int, workers: list[int]) -> list[dict]:
+def shard_runs(test_data: Path, mseg_api: Path, samples: int, workers: list[int], keep: Path | None = None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -37,8 +37,9 @@ def shard_runs(test_data: Path, mseg_api: Path, samples: int, workers: list[int]
         convert = ConvertOptions(dataset=DATASET, data_dir=spec.data_dir, target=target)
         for count in workers:
             options = ShardOptions(samples_per_shard=8, workers=count)
-            summary = build_shards(entries, list_path.name, list_sha, convert, "train", root / f"out{count}",
-                                   options, show_progress=False)
+            out = keep / "universal" / DATASET if keep and count == workers[-1] else root / f"out{count}"
+            summary = build_shards(entries, list_path.name, list_sha, convert, "train", out, options,
+                                   show_progress=False)
             total = sum(summary.stage_seconds.values())
             rows.append({"workers": count, "samples": summary.samples, "seconds": round(summary.seconds, 3),
                          "images_per_s": round(summary.samples / summary.seconds, 1),
@@ -56,11 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=400, help="1080p samples to shard per run")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--keep-shards", type=Path, help="keep the last run's shards under this root (for bench_loader)")
     parser.add_argument("--mseg-api", type=Path, default=Path(os.environ.get("MSEG_API_ROOT", REPO.parent / "shared/mseg-api")))
     parser.add_argument("--test-data", type=Path,
                         default=Path(os.environ.get("MSEG_TEST_DATA", REPO.parent / "shared/mseg-semantic-test-data")))
     args = parser.parse_args(argv)
-    runs = shard_runs(args.test_data, args.mseg_api, args.samples, args.workers)
+    runs = shard_runs(args.test_data, args.mseg_api, args.samples, args.workers, args.keep_shards)
     print(f"\nSharding {args.samples} real 1080p photos ({DATASET} -> universal), {os.cpu_count()} cores:")
     print(f"{'workers':>7} {'img/s':>7} {'speed-up':>8} {'steady':>7} {'speed-up':>8} {'codecs':>7}   "
           f"ms/img per stage (worker time)")

@@ -70,6 +70,28 @@ def resized_size(height, width, short_size: int, m=NumpyMath):
     return new_h, new_w
 
 
+def draw(height, width, u, aug: Augment, m=NumpyMath) -> dict[str, Any]:
+    """MSeg's parameters of one sample from its uniforms (reference §3.7 steps 1-3, 5, 6)."""
+    new_h, new_w = resized_size(height, width, aug.short_size, m)
+    scale = aug.scale_min + u[U_SCALE] * (aug.scale_max - aug.scale_min)
+    # Canvas after RandScale: OpenCV rounds w*s to the nearest integer.
+    canvas_h, canvas_w = m.floor(new_h * scale + 0.5), m.floor(new_w * scale + 0.5)
+    rotate = m.less(u[U_ROTATE], aug.rotate_prob)
+    angle = rotate * (aug.rotate_min + u[U_ANGLE] * (aug.rotate_max - aug.rotate_min))
+    # Crop: pad the canvas to at least the crop (centred), then an offset in [0, padded - crop].
+    padded_h, padded_w = m.maximum(canvas_h, aug.crop_h), m.maximum(canvas_w, aug.crop_w)
+    if aug.random_crop:
+        off_y = m.minimum(m.floor(u[U_CROP_Y] * (padded_h - aug.crop_h + 1)), padded_h - aug.crop_h)
+        off_x = m.minimum(m.floor(u[U_CROP_X] * (padded_w - aug.crop_w + 1)), padded_w - aug.crop_w)
+    else:
+        off_y, off_x = m.floor((padded_h - aug.crop_h) / 2), m.floor((padded_w - aug.crop_w) / 2)
+    return {"resized_h": new_h, "resized_w": new_w, "scale": scale, "canvas_h": canvas_h, "canvas_w": canvas_w,
+            "rotate": rotate, "angle": angle, "flip": m.less(u[U_FLIP], aug.flip_prob),
+            "blur": m.less(u[U_BLUR], aug.blur_prob),
+            "pad_top": m.floor((padded_h - canvas_h) / 2), "pad_left": m.floor((padded_w - canvas_w) / 2),
+            "crop_y": off_y, "crop_x": off_x}
+
+
 def crop_map(height, width, u, aug: Augment, m=NumpyMath) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """Where one sample's crop comes from.
 
@@ -87,24 +109,12 @@ def crop_map(height, width, u, aug: Augment, m=NumpyMath) -> tuple[tuple[Any, ..
         (a, b, c, d, e, f): the inverse map, window pixel -> source pixel, in continuous
         coordinates: src = (a*x + b*y + c, d*x + e*y + f).
         (win_h, win_w, top, left): the window's size and its position inside the crop.
+        rotate: 1 where the sample is rotated (else the map is axis-aligned: scale and flip only).
     """
-    new_h, new_w = resized_size(height, width, aug.short_size, m)
-    scale = aug.scale_min + u[U_SCALE] * (aug.scale_max - aug.scale_min)
-    # Canvas after RandScale: OpenCV rounds w*s to the nearest integer.
-    canvas_h, canvas_w = m.floor(new_h * scale + 0.5), m.floor(new_w * scale + 0.5)
-    rotate = m.less(u[U_ROTATE], aug.rotate_prob)
-    theta = rotate * (aug.rotate_min + u[U_ANGLE] * (aug.rotate_max - aug.rotate_min)) * (np.pi / 180.0)
-    flip = m.less(u[U_FLIP], aug.flip_prob)
-    # Crop: pad the canvas to at least the crop (centred), then an offset in [0, padded - crop].
-    padded_h, padded_w = m.maximum(canvas_h, aug.crop_h), m.maximum(canvas_w, aug.crop_w)
-    pad_top, pad_left = m.floor((padded_h - canvas_h) / 2), m.floor((padded_w - canvas_w) / 2)
-    if aug.random_crop:
-        off_y = m.minimum(m.floor(u[U_CROP_Y] * (padded_h - aug.crop_h + 1)), padded_h - aug.crop_h)
-        off_x = m.minimum(m.floor(u[U_CROP_X] * (padded_w - aug.crop_w + 1)), padded_w - aug.crop_w)
-    else:
-        off_y, off_x = m.floor((padded_h - aug.crop_h) / 2), m.floor((padded_w - aug.crop_w) / 2)
+    p = draw(height, width, u, aug, m)
+    canvas_h, canvas_w, flip = p["canvas_h"], p["canvas_w"], p["flip"]
     # Canvas origin in crop coordinates; the visible window starts at max(origin, 0).
-    shift_x, shift_y = pad_left - off_x, pad_top - off_y
+    shift_x, shift_y = p["pad_left"] - p["crop_x"], p["pad_top"] - p["crop_y"]
     top, left = m.maximum(shift_y, 0), m.maximum(shift_x, 0)
     win_h, win_w = m.minimum(canvas_h, aug.crop_h), m.minimum(canvas_w, aug.crop_w)
     # Undo, from the window back to the source: window offset, crop shift, flip, rotation, scale.
@@ -113,11 +123,20 @@ def crop_map(height, width, u, aug: Augment, m=NumpyMath) -> tuple[tuple[Any, ..
     ey = top - shift_y
     # OpenCV rotates about (w/2, h/2) in integer coordinates: +0.5 in continuous ones.
     cx, cy = canvas_w / 2 + 0.5, canvas_h / 2 + 0.5
+    theta = p["angle"] * (np.pi / 180.0)
     cos, sin = m.cos(theta), m.sin(theta)
-    sx, sy = new_w / width * scale, new_h / height * scale
+    sx, sy = p["resized_w"] / width * p["scale"], p["resized_h"] / height * p["scale"]
     inverse = (cos * kx / sx, -sin / sx, (cos * (ex - cx) - sin * (ey - cy) + cx) / sx,
                sin * kx / sy, cos / sy, (sin * (ex - cx) + cos * (ey - cy) + cy) / sy)
-    return inverse, (win_h, win_w, top, left)
+    return inverse, (win_h, win_w, top, left), p["rotate"]
+
+
+def describe(height: int, width: int, u, aug: Augment) -> dict[str, float | int | bool]:
+    """The drawn parameters as plain numbers (for samples.json)."""
+    p = draw(float(height), float(width), np.asarray(u, np.float64), aug)
+    flags = ("rotate", "flip", "blur")
+    return {k: bool(v) if k in flags else (round(float(v), 4) if k in ("scale", "angle") else int(v))
+            for k, v in p.items()}
 
 
 def blur_drawn(u, aug: Augment, m=NumpyMath):

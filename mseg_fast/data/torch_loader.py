@@ -67,12 +67,13 @@ class SampleReader:
         return {"shardset": self.shardset, "table": self.table, "_files": {}}
 
 
-def decode(components: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Image (RGB uint8), label and meta of one sample."""
+def decode(components: dict[str, bytes], rgb: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Image (uint8, RGB or OpenCV's BGR), label and meta of one sample."""
     image_ext = next(ext for ext in components if ext in ("jpg", "png"))
     image = cv2.imdecode(np.frombuffer(components[image_ext], np.uint8), cv2.IMREAD_COLOR)
     label = cv2.imdecode(np.frombuffer(components["label.png"], np.uint8), cv2.IMREAD_UNCHANGED)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), label, json.loads(components.get("json", b"{}"))
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb else image
+    return image, label, json.loads(components.get("json", b"{}"))
 
 
 def draws(seed: int, stream: Stream, position: int) -> np.ndarray:
@@ -93,10 +94,22 @@ def train_index(seed: int, stream: Stream, samples: int, position: int) -> int:
     return int(_epoch_order(seed, stream.dataset_id, epoch, samples)[stream.shard_id + step * stream.num_shards])
 
 
-def augment(components: dict[str, bytes], u: np.ndarray, spec: LoaderSpec) -> tuple[np.ndarray, np.ndarray]:
-    image, label, _ = decode(components)
-    crop, crop_label = warp_sample(image, label, u, spec.aug, spec.blur_kernel, spec.blur_sigma)
-    return normalize_chw(crop, np.dtype(spec.output_dtype)), crop_label.astype(np.int32)
+def augment(components: dict[str, bytes], u: np.ndarray, spec: LoaderSpec, image_out: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and augment one sample; the normalised crop goes into `image_out` when given."""
+    image, label, _ = decode(components, rgb=False)  # stays BGR until normalisation reorders it
+    crop, crop_label = warp_sample(image, label, u, spec.aug, spec.blur_kernel, spec.blur_sigma, bgr=True)
+    return normalize_chw(crop, np.dtype(spec.output_dtype), image_out, bgr=True), crop_label
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An empty batch tensor; in a DataLoader worker it lives in shared memory from the start, as
+    torch's own collate does, so that handing a 48 MB batch to the trainer copies nothing."""
+    empty = torch.empty(0, dtype=dtype)
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = empty._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")
+    return empty.new(storage).view(shape)
 
 
 class MixedBatches(Dataset):
@@ -111,17 +124,27 @@ class MixedBatches(Dataset):
     def __len__(self) -> int:
         return 2**62  # length is counted in iterations by the caller
 
-    def __getitem__(self, iteration: int) -> dict[str, np.ndarray]:
-        images, labels, ids = [], [], []
+    def items(self, iteration: int) -> Iterator[tuple[Stream, SampleReader, int, np.ndarray]]:
+        """(stream, reader, sample index, uniforms) of every crop of iteration t's batch."""
         for stream, reader in zip(self.spec.streams, self.readers):
             for j in range(stream.batch):
                 position = iteration * stream.batch + j
                 index = train_index(self.spec.seed, stream, reader.shardset.samples, position)
-                image, label = augment(reader.read(index), draws(self.spec.seed, stream, position), self.spec)
-                images.append(image)
-                labels.append(label)
-                ids.append(stream.dataset_id)
-        return {"images": np.stack(images), "labels": np.stack(labels), "dataset_ids": np.array(ids, np.int64)}
+                yield stream, reader, index, draws(self.spec.seed, stream, position)
+
+    def __getitem__(self, iteration: int) -> dict[str, torch.Tensor]:
+        items = list(self.items(iteration))
+        aug, dtype = self.spec.aug, getattr(torch, self.spec.output_dtype)
+        images = _batch_tensor((len(items), 3, aug.crop_h, aug.crop_w), dtype)
+        # Labels cross to the trainer in their stored width (8 bits, or 16 for naive) and become int64
+        # there: an int64 batch of 713 crops is 32 MB of shared memory per batch of 8, uint8 is 4 MB.
+        wide = any(s.label_dtype == "uint16" for s in self.spec.shardsets)
+        labels = _batch_tensor((len(items), aug.crop_h, aug.crop_w), torch.int16 if wide else torch.uint8)
+        for k, (stream, reader, index, u) in enumerate(items):
+            _, label = augment(reader.read(index), u, self.spec, images[k].numpy())
+            labels[k].numpy()[...] = label
+        ids = torch.tensor([stream.dataset_id for stream, *_ in items], dtype=torch.int64)
+        return {"images": images, "labels": labels, "dataset_ids": ids}
 
 
 def _init_worker(_: int) -> None:
@@ -130,8 +153,7 @@ def _init_worker(_: int) -> None:
 
 
 def to_batch(arrays: dict) -> Batch:
-    labels = torch.as_tensor(arrays["labels"]).long()
-    return Batch(torch.as_tensor(arrays["images"]), labels, torch.as_tensor(arrays["dataset_ids"]))
+    return Batch(arrays["images"], arrays["labels"].long(), arrays["dataset_ids"])
 
 
 class TorchTrainLoader:
@@ -144,7 +166,7 @@ class TorchTrainLoader:
         # forked worker would inherit locked (seen here: a hang after a DALI pipeline had run).
         self._loader = DataLoader(self._batches, batch_size=None, sampler=itertools.count(iteration),
                                   num_workers=spec.workers, worker_init_fn=_init_worker, pin_memory=pin_memory,
-                                  prefetch_factor=2 if spec.workers else None, persistent_workers=spec.workers > 0,
+                                  prefetch_factor=2 if spec.workers else None,
                                   multiprocessing_context="forkserver" if spec.workers else None)
         self._iterator: Iterator | None = None
 
@@ -162,6 +184,7 @@ class TorchTrainLoader:
         return {"backend": "torch", "iteration": self.iteration}
 
     def close(self) -> None:
+        """Stop the worker processes (the iterator owns them; dropping it shuts them down)."""
         self._iterator = None
 
 
@@ -201,3 +224,18 @@ def pad_batch(images: list[np.ndarray], labels: list[np.ndarray]) -> tuple[np.nd
         out[k, :, : image.shape[1], : image.shape[2]] = image
         out_labels[k, : label.shape[0], : label.shape[1]] = label
     return out, out_labels
+
+
+def torch_sample_crops(spec: LoaderSpec, count: int) -> list[dict]:
+    """The first `count` training crops with where they came from and what was drawn."""
+    batches = MixedBatches(spec)
+    crops: list[dict] = []
+    for iteration in itertools.count():
+        for stream, reader, index, u in batches.items(iteration):
+            components = reader.read(index)
+            image, label = augment(components, u, spec)
+            meta = json.loads(components.get("json", b"{}"))
+            crops.append({"image": image, "label": label, "dataset": stream.dataset, "meta": meta, "draws": u})
+            if len(crops) == count:
+                return crops
+    return crops

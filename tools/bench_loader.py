@@ -1,0 +1,75 @@
+"""Loader throughput, side by side: DALI, the torch fallback, an MSeg-style loader, decode alone.
+
+    python tools/bench_loader.py CONFIG --shards DIR [--backend dali torch mseg decode] [--iters N]
+                                 [--json FILE] [key=value ...]
+
+Prints a table and writes JSON ({"runs": [{"backend", "samples_per_s", ...}]}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from mseg_fast.bench.loader_bench import run_backend
+from mseg_fast.config import load_config
+from mseg_fast.errors import UserError
+from mseg_fast.loader import dali_available
+
+BACKENDS = ("dali", "torch", "mseg", "decode")
+
+
+def median_run(results: list[dict]) -> dict:
+    """The round with the median samples/s, with every round's rate kept."""
+    ordered = sorted(results, key=lambda r: r["samples_per_s"])
+    return {**ordered[len(ordered) // 2], "rounds_samples_per_s": [r["samples_per_s"] for r in results]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--shards", help="shard root (overrides the config's `shards`)")
+    parser.add_argument("--backend", nargs="+", choices=BACKENDS, help="default: all (dali only where installed)")
+    parser.add_argument("--iters", type=int, default=20, help="timed batches per backend")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time the backends this many times, interleaved, and report the median (noisy machines)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda to time host->device copies")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = parser.parse_intermixed_args(argv)
+    backends = args.backend or [b for b in BACKENDS if b != "dali" or dali_available()]
+    try:
+        config = load_config(args.config, args.overrides + ([f"shards={args.shards}"] if args.shards else []))
+        rounds: dict[str, list[dict]] = {b: [] for b in backends}
+        for round_number in range(args.repeat):
+            for backend in backends:
+                print(f"timing {backend} (round {round_number + 1}/{args.repeat}) ...", flush=True)
+                rounds[backend].append(run_backend(config, backend, args.iters, args.warmup, args.device))
+        runs = [median_run(rounds[b]) for b in backends]
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    mseg = next((r["samples_per_s"] for r in runs if r["backend"] == "mseg"), None)
+    print(f"\n{', '.join(config.dataset)}, crop {config.train_h}x{config.train_w}, short side {config.short_size}, "
+          f"{config.workers} workers, {os.cpu_count()} cores")
+    print(f"{'backend':<8} {'samples/s':>9} {'vs mseg':>8} {'p50 ms':>8} {'p99 ms':>8}   stages (ms/sample)")
+    for run in runs:
+        ratio = f"{run['samples_per_s'] / mseg:.2f}x" if mseg else "-"
+        stages = ", ".join(f"{k} {v}" for k, v in run.get("stages_ms_per_sample", {}).items()
+                           if k != "note" and v is not None)
+        print(f"{run['backend']:<8} {run['samples_per_s']:>9} {ratio:>8} {run['p50_ms']:>8} {run['p99_ms']:>8}   {stages}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "device": args.device}
+        args.json.write_text(json.dumps({"machine": machine, "config": str(args.config), "runs": runs}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Write augmented training crops as pictures, to see what the model will see.
+
+    python tools/show_batch.py CONFIG --shards DIR --out DIR [--n 16] [key=value ...]
+
+Writes NNNN_image.png (denormalised RGB), NNNN_label.png (label ids as stored, 255 = ignore),
+samples.json (source image and the parameters drawn, per crop) and grid.png (all crops with
+a colour overlay of the labels and the names of their largest classes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mseg_fast.config import load_config
+from mseg_fast.data.geometry import describe
+from mseg_fast.data.shardset import ShardSet
+from mseg_fast.errors import UserError
+from mseg_fast.loader import augment_of, choose_backend, sample_crops
+from mseg_fast.viz import denormalize, grid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path, help="a YAML config")
+    parser.add_argument("--shards", help="shard root (overrides the config's `shards`)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the pictures")
+    parser.add_argument("--n", type=int, default=16, help="how many crops")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = parser.parse_intermixed_args(argv)  # key=value may come before or after the options
+    try:
+        overrides = args.overrides + ([f"shards={args.shards}"] if args.shards else [])
+        config = load_config(args.config, overrides)
+        crops = sample_crops(config, args.n)
+        aug = augment_of(config, train=True)
+        names = {d: ShardSet.open(config.shards, config.taxonomy(), d, "train").class_names for d in config.dataset}
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    records, tiles = [], []
+    for number, crop in enumerate(crops):
+        rgb = denormalize(crop["image"])
+        label = crop["label"].astype(np.uint16 if crop["label"].max() > 255 else np.uint8)
+        cv2.imwrite(str(args.out / f"{number:04d}_image.png"), rgb[:, :, ::-1])
+        cv2.imwrite(str(args.out / f"{number:04d}_label.png"), label)
+        height, width = crop["meta"]["size"]
+        records.append({"crop": number, "dataset": crop["dataset"], "image": crop["meta"]["image"],
+                        "label": crop["meta"]["label"], "list_line": crop["meta"]["line"],
+                        "source_size": [height, width], "params": describe(height, width, crop["draws"], aug)})
+        title = f"{number}: {crop['dataset']} {Path(crop['meta']['image']).name}"
+        tiles.append((rgb, label, title, names[crop["dataset"]]))
+    (args.out / "samples.json").write_text(json.dumps({"backend": choose_backend(config), "crops": records}, indent=1))
+    cv2.imwrite(str(args.out / "grid.png"), grid(tiles)[:, :, ::-1])
+    print(f"wrote {len(crops)} crops ({choose_backend(config)} loader) to {args.out}: grid.png, samples.json, "
+          f"NNNN_image.png, NNNN_label.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,10 @@ from typing import Any, Literal
 import yaml
 
 from mseg_fast.constants import IGNORE_LABEL
+from mseg_fast.data.geometry import Augment
 from mseg_fast.errors import UserError
+
+_MSEG = Augment()
 
 
 @dataclass(frozen=True)
@@ -39,17 +42,17 @@ class Config:
     workers: int = 2  # loader threads (DALI) or worker processes (torch) per rank
     shuffle_buffer: int = 256  # DALI reader's shuffle buffer, per dataset
     val_split: str = "val"
-    # Augmentation.
-    short_size: int = 1080
-    train_h: int = 713
-    train_w: int = 713
-    scale_min: float = 0.5
-    scale_max: float = 2.0
-    rotate_min: float = -10.0
-    rotate_max: float = 10.0
-    rotate_prob: float = 0.5
-    flip_prob: float = 0.5
-    blur_prob: float = 0.5
+    # Augmentation: MSeg's values, kept once, in geometry.Augment.
+    short_size: int = _MSEG.short_size
+    train_h: int = _MSEG.crop_h
+    train_w: int = _MSEG.crop_w
+    scale_min: float = _MSEG.scale_min
+    scale_max: float = _MSEG.scale_max
+    rotate_min: float = _MSEG.rotate_min
+    rotate_max: float = _MSEG.rotate_max
+    rotate_prob: float = _MSEG.rotate_prob
+    flip_prob: float = _MSEG.flip_prob
+    blur_prob: float = _MSEG.blur_prob
     blur_kernel: int = 5
     blur_sigma: float = 1.1
     crop_type: Literal["rand", "center"] = "rand"

@@ -40,7 +40,8 @@ def time_batches(next_batch: Callable[[], int], iters: int, warmup: int) -> dict
 
 
 class _Baseline(Dataset):
-    """Batches of the first stream, by index: MSeg's chain ('mseg') or decoding alone ('decode')."""
+    """Batches from the first dataset, as large as the rank's whole batch, by index: MSeg's chain
+    ('mseg') or decoding alone ('decode')."""
 
     def __init__(self, spec: LoaderSpec, mode: str, blur_kernel: int):
         self.spec, self.mode, self.blur_kernel = spec, mode, blur_kernel
@@ -50,7 +51,7 @@ class _Baseline(Dataset):
         return 2**62
 
     def __getitem__(self, iteration: int):
-        batch = self.spec.streams[0].batch
+        batch = sum(stream.batch for stream in self.spec.streams)
         rng = np.random.default_rng(iteration)
         images, labels = [], []
         for j in range(batch):

@@ -32,6 +32,9 @@ def test_import_rules():
             if name.startswith("pipelines"):
                 assert path.name == "loader.py", f"{path} imports pipelines/; only mseg_fast/loader.py may"
                 assert name not in imports_of(path, top_level_only=True), "pipelines/ is imported lazily"
+    for path in (REPO / "mseg_fast" / "models").rglob("*.py"):
+        data = [n for n in imports_of(path) if n.startswith(("mseg_fast.data", "mseg_fast.shards", "mseg_fast.loader"))]
+        assert not data, f"{path} imports data code {data}; the model sees data only as tensors"
     for path in (REPO / "pipelines").rglob("*.py"):
         assert not any(n.startswith(("tools", "train")) for n in imports_of(path)), f"{path} imports a CLI"
 

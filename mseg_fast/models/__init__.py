@@ -1,0 +1,1 @@
+"""Segmentation networks and their checkpoints (never imports data code)."""

@@ -1,0 +1,112 @@
+"""Loading weights strictly, and saying exactly what did not match.
+
+MSeg loads its released models non-strictly, so a renamed key silently leaves layers random
+(reference §9, item 14). Here every load is strict: missing keys, unexpected keys and shape
+mismatches are listed in the error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from mseg_fast.errors import UserError
+from mseg_fast.models.hrnet import HRNet, WIDTHS
+
+HEAD_PREFIX = "last_layer."
+# Parts of the HRNet ImageNet classification checkpoint that a segmentation model does not have.
+CLASSIFIER_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+_SHOWN = 8
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """Drop a DDP/DataParallel `module.` prefix (MSeg saved wrapped models)."""
+    if state and all(key.startswith(prefix) for key in state):
+        return {key[len(prefix):]: value for key, value in state.items()}
+    return dict(state)
+
+
+def mismatch_report(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> list[str]:
+    """Lines naming the missing and unexpected keys and the shape mismatches (empty when all match)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(given[k].shape)}, model {tuple(expected[k].shape)}"
+              for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    lines = []
+    for title, items in (("missing from the checkpoint", missing), ("not in the model", unexpected),
+                         ("shape differs", shapes)):
+        if items:
+            shown = ", ".join(items[:_SHOWN]) + (f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
+            lines.append(f"{len(items)} {title}: {shown}")
+    return lines
+
+
+def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load every tensor of `state` into `model`, or raise naming every difference."""
+    state = strip_prefix(state)
+    problems = mismatch_report(model.state_dict(), state)
+    if problems:
+        raise UserError(f"{source} does not match the model ({type(model).__name__}, "
+                        f"{getattr(model, 'num_classes', '?')} classes):\n  " + "\n  ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def load_imagenet_backbone(model: HRNet, path: str | Path) -> str:
+    """Initialise the backbone from `hrnetv2_w48_imagenet_pretrained.pth` (or the W18 one).
+
+    Every backbone key of the model must be in the file with its shape; the file's
+    classification parts are dropped; the segmentation head (`last_layer.*`) keeps its init.
+
+    Returns:
+        A one-line summary of what was loaded.
+    """
+    state = strip_prefix(_read(path))
+    dropped = [k for k in state if k.startswith(CLASSIFIER_PREFIXES)]
+    backbone = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIX)}
+    problems = mismatch_report(expected, backbone)
+    if problems:
+        raise UserError(f"{path} is not an HRNet-W{model.width} ImageNet checkpoint for this model:\n  "
+                        + "\n  ".join(problems))
+    model.load_state_dict({**model.state_dict(), **backbone}, strict=True)
+    head = len(model.state_dict()) - len(expected)
+    return (f"{path}: {len(backbone)} backbone tensors loaded, {len(dropped)} classification tensors dropped, "
+            f"{head} head tensors ({HEAD_PREFIX}*) keep their initialisation")
+
+
+def _read(path: str | Path) -> dict:
+    try:
+        # weights_only: a checkpoint is data, and must not run code when read.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist") from None
+
+
+def model_state(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The network's tensors from our checkpoints ('model'), MSeg's ('state_dict') or a bare state dict."""
+    for key in ("model", "state_dict"):
+        if isinstance(checkpoint.get(key), dict):
+            return strip_prefix(checkpoint[key])
+    return strip_prefix(checkpoint)
+
+
+def load_model(path: str | Path) -> HRNet:
+    """A trained network from an MSeg release file or one of our checkpoints, in eval mode.
+
+    The architecture is read off the tensors (width from the first transition, classes from
+    the head). The returned module's forward takes normalised NCHW images and returns logits
+    at the input resolution.
+    """
+    state = model_state(_read(path))
+    try:
+        width = int(state["transition1.0.0.weight"].shape[0])
+        num_classes = int(state["last_layer.3.weight"].shape[0])
+    except KeyError as error:
+        raise UserError(f"{path} holds no HRNet segmentation weights (no {error.args[0]})") from None
+    if width not in WIDTHS.values():
+        raise UserError(f"{path}: HRNet width {width} is not one of {sorted(WIDTHS.values())}")
+    model = HRNet(num_classes, width)
+    load_strict(model, state, str(path))
+    return model.eval()

@@ -59,9 +59,26 @@ class Config:
     val_crop: Literal["center", "whole"] = "center"
     ignore_label: int = IGNORE_LABEL
     output_dtype: Literal["float32", "float16"] = "float32"
+    # Model and optimisation (reference §3.3, §3.10).
+    arch: Literal["hrnet_w48", "hrnet_w18"] = "hrnet_w48"
+    pretrained: str | None = None  # HRNet ImageNet checkpoint for the backbone
+    base_lr: float = 0.01
+    power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    num_examples: int = 1_000_000  # crops per dataset over the run (MSeg's meaning)
+    max_iters: int | None = None  # set to override the length derived from num_examples
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # MSeg's opt_level O0 is fp32 (README)
+    channels_last: bool = False
+    compile: bool = False
     # Run.
     batch_size: int = 14  # global batch per step (MSeg: total per node, one node)
     manual_seed: int = 0
+    save_path: str = "runs/default"
+    print_freq: int = 10  # iterations between log lines
+    save_every: int = 1000  # iterations between checkpoints
+    keep_last: int = 2  # checkpoints kept besides the periodic ones
+    keep_every: int = 0  # also keep every N-th iteration's checkpoint (0: none)
 
     def taxonomy(self) -> str:
         """The shard taxonomy folder this config trains on."""

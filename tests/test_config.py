@@ -50,3 +50,20 @@ def test_bad_yaml_keys(tmp_path):
     path.write_text("DATA:\n  train_h: 473\nTRAIN:\n  train_h: 593\n")
     with pytest.raises(UserError, match="key 'train_h' is set twice"):
         load_config(path)
+
+
+def test_recipes_load_with_mseg_lengths():
+    """Every shipped recipe loads, and derives MSeg's iteration counts (reference §3.6)."""
+    from helpers import REPO
+    from mseg_fast.train.objective import derive_max_iters
+
+    expected = {"1080/mseg-1m": 500_000, "1080/mseg-3m": 600_000, "1080/mseg-unrelabeled": 200_000,
+                "1080/mseg-naive": 250_000, "720/mseg-3m": 428_571, "480/mseg-3m": 250_000,
+                "1080/single-universal": 31_250, "1080/single-oracle": 31_250, "480/single-universal": 31_250}
+    for name, iters in expected.items():
+        overrides = ["dataset=[bdd-relabeled]"] if "single" in name else []
+        cfg = load_config(REPO / "config" / f"{name}.yaml", overrides)
+        assert derive_max_iters(cfg.num_examples, cfg.batch_size, len(cfg.dataset)) == iters, name
+        assert (cfg.train_h - 1) % 8 == 0 and cfg.arch == "hrnet_w48"
+    assert load_config(REPO / "config" / "1080" / "mseg-naive.yaml").taxonomy() == "naive"
+    assert load_config(REPO / "config" / "1080" / "single-oracle.yaml").taxonomy() == "self"

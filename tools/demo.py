@@ -5,7 +5,7 @@
 Steps (each a real command, echoed before it runs): generate the demo tree, shard every
 demo dataset (train and val) with labels converted to the demo's universal taxonomy,
 verify the shards, summarise the manifests, picture a mixed batch of augmented crops
-(show_batch) and benchmark the loaders (bench_loader).
+(show_batch), benchmark the loaders (bench_loader) and train HRNet-W18 briefly on the CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from mseg_fast.shards.report import describe
 
 TOOLS = Path(__file__).resolve().parent
 CONFIG = TOOLS.parent / "config" / "demo" / "tiny.yaml"
+TRAIN_CONFIG = TOOLS.parent / "config" / "demo" / "train-tiny.yaml"
 
 
 def run(command: list[str]) -> None:
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
          "--n", "12"])
     run([python, str(TOOLS / "bench_loader.py"), str(CONFIG), "--shards", str(shards), "--iters", "10",
          "--json", str(args.out / "bench_loader.json")])
+    run([python, str(TOOLS.parent / "train.py"), str(TRAIN_CONFIG), f"shards={shards}", f"save_path={args.out / 'run'}"])
     print(f"\nLook at {args.out / 'batch' / 'grid.png'} for the augmented crops. The demo's images are small, so "
           f"MSeg's full-image chain is cheap on them; the README has the 1080p comparison.")
     return 0

@@ -1,0 +1,1 @@
+"""The training loop and what it needs: distributed setup, loss, schedule, checkpoints."""

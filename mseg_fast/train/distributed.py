@@ -1,0 +1,77 @@
+"""Process group setup from torchrun's environment, and a SyncBatchNorm that also runs on the CPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.nn.functional import all_reduce
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """One process (plain `python train.py`) or torchrun's group: NCCL on GPUs, gloo on the CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local, device)
+
+
+class CpuSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose batch statistics are over all ranks, on any device.
+
+    torch.nn.SyncBatchNorm refuses CPU tensors; this is its CPU twin (sums through an
+    autograd-aware all_reduce), so that a gloo run matches a single process on the same global
+    batch. Running statistics use the unbiased variance, as BatchNorm does.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
+            return super().forward(x)
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
+        stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
+        stats = all_reduce(stats)
+        channels = x.shape[1]
+        total = stats[-1]
+        mean = stats[:channels] / total
+        var = stats[channels:2 * channels] / total - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean.detach())
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach() * total / (total - 1))
+        scale = self.weight / torch.sqrt(var + self.eps)
+        return (x - mean[None, :, None, None]) * scale[None, :, None, None] + self.bias[None, :, None, None]
+
+
+def sync_batchnorm(model: nn.Module, info: DistInfo) -> nn.Module:
+    """SyncBatchNorm when the world has more than one rank (torch's on GPUs, ours on the CPU)."""
+    if info.world_size == 1:
+        return model
+    if info.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d:
+            replacement = CpuSyncBatchNorm(child.num_features, child.eps, child.momentum)
+            replacement.load_state_dict(child.state_dict())
+            setattr(model, name, replacement)
+        else:
+            sync_batchnorm(child, info)
+    return model

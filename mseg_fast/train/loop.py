@@ -1,0 +1,102 @@
+"""The training loop: one visible function; variants (MGDA, CCSA) replace the step."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from mseg_fast.data.batch import Batch
+from mseg_fast.train.objective import per_dataset_loss, poly_lr
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class StepResult:
+    loss: float
+    parts: dict[int, float]
+    skipped: bool = False  # fp16: the scaler skipped a step with inf/NaN gradients
+
+
+@dataclass
+class RunState:
+    """What the loop advances and a checkpoint stores."""
+
+    iteration: int
+    skipped_steps: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+def standard_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, precision: str) -> StepResult:
+    """Forward, MSeg's per-dataset mean loss, backward, SGD step (through the fp16 scaler)."""
+    dtype = AUTOCAST[precision]
+    with torch.autocast(batch.images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits = model(batch.images)
+    loss, parts = per_dataset_loss(logits, batch.labels, batch.dataset_ids, weights)
+    optimizer.zero_grad(set_to_none=True)
+    scale_before = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    skipped = scale_before is not None and scaler.get_scale() < scale_before
+    return StepResult(float(loss.detach()), {k: float(v) for k, v in parts.items()}, skipped)
+
+
+class StopRequested:
+    """SIGTERM (a cluster's pre-emption) asks the loop to checkpoint and leave cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+
+def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_iters: int, base_lr: float,
+        power: float, weights: torch.Tensor, precision: str, device: torch.device, print_freq: int, save_every: int,
+        save: Callable[[RunState], None], log: Callable[[str], None], dataset_names: list[str],
+        step: Callable = standard_step) -> RunState:
+    """Train from state.iteration to max_iters; checkpoint every save_every, at the end, and on SIGTERM.
+
+    Raises:
+        FloatingPointError: a non-finite loss in fp32/bf16, naming the iteration.
+    """
+    stop = StopRequested()
+    model.train()
+    window_start, data_wait, samples = time.perf_counter(), 0.0, 0
+    while state.iteration < max_iters:
+        tick = time.perf_counter()
+        batch = next(loader).to(device)
+        data_wait += time.perf_counter() - tick
+        for group in optimizer.param_groups:  # step n uses lr(n - 1), as MSeg's schedule
+            group["lr"] = poly_lr(base_lr, state.iteration, max_iters, power)
+        result = step(model, batch, weights, optimizer, scaler, precision)
+        if not math.isfinite(result.loss) and precision != "fp16":
+            raise FloatingPointError(f"non-finite loss ({result.loss}) at iteration {state.iteration + 1}; "
+                                     f"lower base_lr or check the data of this batch")
+        state.skipped_steps += int(result.skipped)
+        state.iteration += 1
+        state.history.append(result.loss)
+        samples += len(batch)
+        if state.iteration % print_freq == 0 or state.iteration == max_iters:
+            seconds = time.perf_counter() - window_start
+            rate = samples / seconds
+            eta = (max_iters - state.iteration) * seconds / max(1, samples / len(batch))
+            parts = " ".join(f"{dataset_names[k]}={v:.3f}" for k, v in sorted(result.parts.items()))
+            memory = (f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f}G" if device.type == "cuda" else "")
+            log(f"iter {state.iteration}/{max_iters} loss {result.loss:.4f} [{parts}] lr {optimizer.param_groups[0]['lr']:.6f} "
+                f"{rate:.1f} samples/s data-wait {100 * data_wait / seconds:.0f}% eta {eta / 60:.1f} min{memory}"
+                + (f" skipped {state.skipped_steps}" if state.skipped_steps else ""))
+            window_start, data_wait, samples = time.perf_counter(), 0.0, 0
+        if state.iteration % save_every == 0 or state.iteration == max_iters or stop.requested:
+            save(state)
+        if stop.requested:
+            log(f"SIGTERM: checkpoint written at iteration {state.iteration}; resume with --resume auto")
+            break
+    return state

@@ -1,0 +1,46 @@
+"""MSeg's objective and schedule: per-dataset mean cross-entropy, averaged over datasets; poly LR."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mseg_fast.constants import IGNORE_LABEL
+
+
+def per_dataset_loss(logits: torch.Tensor, labels: torch.Tensor, dataset_ids: torch.Tensor,
+                     weights: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Cross-entropy (ignore 255) averaged over each dataset's labelled pixels, then a weighted
+    mean over the datasets in the batch (reference §3.5: each dataset counts equally, whatever
+    its pixel count). A dataset whose crops are all ignore pixels contributes nothing (MSeg
+    would produce NaN).
+
+    Returns:
+        The loss, and each present dataset's mean loss (detached).
+    """
+    pixel = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_LABEL, reduction="none")
+    valid = labels != IGNORE_LABEL
+    terms, parts = [], {}
+    for dataset_id in dataset_ids.unique().tolist():
+        rows = dataset_ids == dataset_id
+        count = valid[rows].sum()
+        if count == 0:
+            continue
+        loss = pixel[rows].sum() / count
+        terms.append((weights[dataset_id], loss))
+        parts[dataset_id] = loss.detach()
+    if not terms:
+        return logits.sum() * 0.0, parts
+    total_weight = sum(w for w, _ in terms)
+    return sum(w * loss for w, loss in terms) / total_weight, parts
+
+
+def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float) -> float:
+    """MSeg's poly schedule: the LR for the step after `iteration` completed steps."""
+    return base_lr * (1 - min(iteration, max_iters) / max_iters) ** power
+
+
+def derive_max_iters(num_examples: int, batch_size: int, num_datasets: int) -> int:
+    """MSeg's length: every dataset contributes ~num_examples crops (reference §3.6)."""
+    per_dataset = batch_size / num_datasets
+    return max(1, int(num_examples // per_dataset))

@@ -15,7 +15,8 @@ import torch.distributed as dist
 
 from mseg_fast.config import Config, load_config, to_yaml
 from mseg_fast.errors import UserError
-from mseg_fast.loader import build_spec, build_train_loader
+from mseg_fast.eval.validate import report, validate
+from mseg_fast.loader import build_spec, build_train_loader, build_val_batches
 from mseg_fast.models.hrnet import build_model
 from mseg_fast.models.load import load_imagenet_backbone, load_strict, model_state
 from mseg_fast.train import checkpoint
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
 
 
 def run(config: Config, info: DistInfo, resume: str | None, init_from: str | None) -> int:
@@ -120,8 +124,16 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
                 "taxonomy": {"num_classes": len(class_names), "sha256": taxonomy_sha}}, config.keep_last, config.keep_every)
             log(f"checkpoint {path}")
 
+    def evaluate(current: RunState) -> None:
+        batches = build_val_batches(config, info.rank, info.world_size, str(info.device), config.val_batch_size)
+        matrices = validate(model, batches, len(class_names), len(config.dataset), info.device)
+        if info.is_main:
+            for line in report(matrices, list(config.dataset), class_names, current.iteration, run_dir / "val"):
+                log(line)
+
     fit(step_model, optimizer, scaler, loader, state, max_iters, config.base_lr, config.power, weights,
-        config.precision, info.device, config.print_freq, config.save_every, save, log, list(config.dataset))
+        config.precision, info.device, config.print_freq, config.save_every, save, log, list(config.dataset),
+        evaluate=evaluate, eval_every=config.val_every)
     loader.close()
     if info.world_size > 1:
         dist.destroy_process_group()

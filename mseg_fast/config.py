@@ -79,6 +79,8 @@ class Config:
     save_every: int = 1000  # iterations between checkpoints
     keep_last: int = 2  # checkpoints kept besides the periodic ones
     keep_every: int = 0  # also keep every N-th iteration's checkpoint (0: none)
+    val_every: int = 0  # iterations between validations (and one at the end); 0: no validation
+    val_batch_size: int = 1
 
     def taxonomy(self) -> str:
         """The shard taxonomy folder this config trains on."""
@@ -120,6 +122,11 @@ def _check(value: Any, hint: Any, key: str) -> Any:
         return {_check(k, args[0], key): _check(v, args[1], key) for k, v in value.items()}
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `1e-4` (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         raise UserError(f"config key '{key}': expected {_type_name(hint)}, got {value!r}")
     return value

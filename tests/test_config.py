@@ -25,6 +25,7 @@ def test_sections_and_overrides(tmp_path):
     assert cfg.dataset == ["ade20k-150-relabeled", "bdd-relabeled"] and cfg.dataset_weights == [1.0, 2.0]
     assert load_config(path, ["dataset=mapillary"]).dataset == ["mapillary"]
     assert load_config(None, ["scale_min=1", "scale_max=1"]).scale_min == 1.0  # equal min and max are allowed
+    assert load_config(None, ["base_lr=1e-4"]).base_lr == 1e-4  # YAML 1.1 reads 1e-4 as a string
     assert yaml.safe_load(to_yaml(cfg))["scale_min"] == 0.75
 
 

@@ -59,18 +59,24 @@ def test_poly_schedule_and_length():
 
 
 def test_loss_falls_and_logs(demo_shards, tmp_path):
-    result = train(demo_shards, tmp_path / "run", "max_iters=30", "save_every=30")
+    result = train(demo_shards, tmp_path / "run", "max_iters=30", "save_every=30", "val_every=30")
     assert result.returncode == 0, result.stdout + result.stderr
     log = (tmp_path / "run" / "train.log").read_text()
     losses = [float(v) for v in re.findall(r"loss ([0-9.]+) \[", log)]
-    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
+    assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
+    # Validation at the end: a line per dataset, a JSON record, a confusion picture per dataset.
+    assert len(re.findall(r"val demo-\w+: mIoU [0-9.]+ mAcc", log)) == 3
+    record = json.loads((tmp_path / "run" / "val" / "val_00000030.json").read_text())
+    assert set(record["datasets"]) == {"demo-streets", "demo-rooms", "demo-fields"}
+    assert "wall" in record["datasets"]["demo-rooms"]["iou"]
+    assert len(list((tmp_path / "run" / "val").glob("confusion_00000030_*.png"))) == 3
     assert "crops per step {'demo-streets': 2, 'demo-rooms': 2, 'demo-fields': 2}, 30 iterations" in log
     assert re.search(r"samples/s data-wait \d+% eta", log)
     assert (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_kill_9_then_resume_auto_reaches_the_same_weights(demo_shards, tmp_path):
-    args = ["max_iters=12", "save_every=4", "print_freq=4"]
+    args = ["max_iters=12", "save_every=4", "print_freq=4", "val_every=0"]
     assert train(demo_shards, tmp_path / "straight", *args).returncode == 0
     run = tmp_path / "killed"
     process = train(demo_shards, run, *args, wait=False)
@@ -91,7 +97,7 @@ def test_kill_9_then_resume_auto_reaches_the_same_weights(demo_shards, tmp_path)
 
 def test_sigterm_saves_and_exits_cleanly(demo_shards, tmp_path):
     run = tmp_path / "run"
-    process = train(demo_shards, run, "max_iters=200", "save_every=1000", "print_freq=1", wait=False)
+    process = train(demo_shards, run, "max_iters=200", "save_every=1000", "print_freq=1", "val_every=0", wait=False)
     while "iter 2/" not in (line := process.stdout.readline()):
         assert line, "training ended early"
     process.send_signal(signal.SIGTERM)
@@ -101,7 +107,7 @@ def test_sigterm_saves_and_exits_cleanly(demo_shards, tmp_path):
 
 
 def test_torchrun_two_ranks_agree_with_one_process(demo_shards, tmp_path):
-    args = ["max_iters=3", "save_every=3", "base_lr=0.01", *PINNED]
+    args = ["max_iters=3", "save_every=3", "base_lr=0.01", "val_every=0", *PINNED]
     single = train(demo_shards, tmp_path / "one", *args)
     assert single.returncode == 0, single.stdout + single.stderr
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
@@ -127,7 +133,36 @@ def test_torchrun_two_ranks_agree_with_one_process(demo_shards, tmp_path):
 def test_bad_config_and_foreign_checkpoint_are_refused(demo_shards, tmp_path):
     bad = train(demo_shards, tmp_path / "run", "base_lrr=0.1")
     assert bad.returncode == 2 and "unknown config key 'base_lrr'. Did you mean base_lr" in bad.stderr
-    assert train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2").returncode == 0
+    assert train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "val_every=0").returncode == 0
     foreign = train(demo_shards, tmp_path / "run", "max_iters=4", "universal=False", "dataset=[demo-fields]",
                     "--resume", "auto")
     assert foreign.returncode == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs(demo_shards, tmp_path, precision):
+    result = train(demo_shards, tmp_path / "run", "max_iters=3", "save_every=3", "print_freq=1", "val_every=0",
+                   f"precision={precision}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f", {precision}" in result.stdout and final_weights(tmp_path / "run")["iteration"] == 3
+    assert "scale" in final_weights(tmp_path / "run")["scaler"] or precision == "bf16"
+
+
+def test_non_finite_loss_stops_naming_the_iteration(demo_shards, tmp_path):
+    result = train(demo_shards, tmp_path / "run", "max_iters=20", "val_every=0", "base_lr=1e12")
+    assert result.returncode == 3 and re.search(r"non-finite loss \(\w+\) at iteration \d+", result.stderr)
+
+
+def test_weights_only_export_loads(demo_shards, tmp_path):
+    assert train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "val_every=0").returncode == 0
+    source = tmp_path / "run" / "checkpoints" / "iter_00000002.pth"
+    out = tmp_path / "release.pth"
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "export_weights.py"), str(source), str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size < 0.6 * source.stat().st_size  # no optimiser momentum
+    import mseg_fast
+
+    model = mseg_fast.load_model(out)
+    trained = torch.load(source, weights_only=True)["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())

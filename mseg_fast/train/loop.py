@@ -61,8 +61,10 @@ class StopRequested:
 def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_iters: int, base_lr: float,
         power: float, weights: torch.Tensor, precision: str, device: torch.device, print_freq: int, save_every: int,
         save: Callable[[RunState], None], log: Callable[[str], None], dataset_names: list[str],
-        step: Callable = standard_step) -> RunState:
-    """Train from state.iteration to max_iters; checkpoint every save_every, at the end, and on SIGTERM.
+        step: Callable = standard_step, evaluate: Callable[[RunState], None] | None = None,
+        eval_every: int = 0) -> RunState:
+    """Train from state.iteration to max_iters; checkpoint every save_every, at the end, and on SIGTERM;
+    evaluate every eval_every iterations and at the end.
 
     Raises:
         FloatingPointError: a non-finite loss in fp32/bf16, naming the iteration.
@@ -94,6 +96,8 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
                 f"{rate:.1f} samples/s data-wait {100 * data_wait / seconds:.0f}% eta {eta / 60:.1f} min{memory}"
                 + (f" skipped {state.skipped_steps}" if state.skipped_steps else ""))
             window_start, data_wait, samples = time.perf_counter(), 0.0, 0
+        if evaluate and eval_every and (state.iteration % eval_every == 0 or state.iteration == max_iters):
+            evaluate(state)
         if state.iteration % save_every == 0 or state.iteration == max_iters or stop.requested:
             save(state)
         if stop.requested:

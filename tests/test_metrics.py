@@ -1,0 +1,31 @@
+"""Metrics against the reference's worked examples (MSEG_REFERENCE.md §8 items 9-11, 23)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mseg_fast.eval.metrics import confusion, scores
+from mseg_fast.eval.validate import confusion_picture
+
+
+def counts(pred, target, k):
+    result = scores(confusion(torch.tensor(pred), torch.tensor(target), k))
+    return [result[key].long().tolist() for key in ("intersection", "target", "union")]
+
+
+def test_reference_examples():
+    assert counts([[0, 0], [1, 0]], [[0, 0], [1, 1]], 2) == [[2, 1], [2, 2], [3, 2]]
+    assert counts([[2, 0], [1, 0]], [[2, 0], [1, 1]], 3) == [[1, 1, 1], [1, 2, 1], [2, 2, 1]]
+    # Ignored pixels count neither as target nor as prediction.
+    assert counts([[1, 0], [1, 0]], [[255, 0], [255, 1]], 2) == [[1, 0], [1, 1], [2, 1]]
+    matrix = confusion(torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, 1, 1]), 3)
+    assert matrix.tolist() == [[1, 0, 0], [1, 1, 1], [0, 0, 0]]
+
+
+def test_miou_over_present_classes_and_picture():
+    result = scores(confusion(torch.tensor([[0, 0], [1, 0]]), torch.tensor([[0, 0], [1, 1]]), 4))
+    assert abs(result["miou"] - (2 / 3 + 1 / 2) / 2) < 1e-9 and result["present"].tolist() == [True, True, False, False]
+    assert abs(result["all_acc"] - 0.75) < 1e-9
+    picture = confusion_picture(torch.tensor([[5, 1], [0, 4]]), [0, 1], ("road", "sky"))
+    assert picture.shape == (150 + 44, 150 + 44, 3) and picture.dtype == np.uint8

@@ -9,6 +9,6 @@ setup(
     # Loose here; requirements.txt holds the exact pins that are tested. torch is left to the
     # user's platform (CPU or CUDA build); DALI is optional so that `import mseg_fast` works
     # where DALI cannot be installed (macOS, no CUDA).
-    install_requires=["numpy", "pyyaml", "pillow", "opencv-python-headless", "webdataset", "tqdm", "torch"],
+    install_requires=["numpy", "pyyaml", "pillow", "opencv-python-headless", "webdataset", "tqdm", "tensorboard", "torch"],
     extras_require={"dali": ["nvidia-dali-cuda120>=2.4,<2.5"], "test": ["pytest"]},
 )

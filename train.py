@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.utils.tensorboard import SummaryWriter
 
 from mseg_fast.config import Config, load_config, to_yaml
 from mseg_fast.errors import UserError
@@ -124,16 +125,28 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
                 "taxonomy": {"num_classes": len(class_names), "sha256": taxonomy_sha}}, config.keep_last, config.keep_every)
             log(f"checkpoint {path}")
 
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if info.is_main else None
+
+    def record(iteration: int, scalars: dict[str, float]) -> None:
+        if writer is not None:
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, iteration)
+            writer.flush()
+
     def evaluate(current: RunState) -> None:
         batches = build_val_batches(config, info.rank, info.world_size, str(info.device), config.val_batch_size)
         matrices = validate(model, batches, len(class_names), len(config.dataset), info.device)
         if info.is_main:
-            for line in report(matrices, list(config.dataset), class_names, current.iteration, run_dir / "val"):
+            lines, scalars = report(matrices, list(config.dataset), class_names, current.iteration, run_dir / "val")
+            for line in lines:
                 log(line)
+            record(current.iteration, scalars)
 
     fit(step_model, optimizer, scaler, loader, state, max_iters, config.base_lr, config.power, weights,
         config.precision, info.device, config.print_freq, config.save_every, save, log, list(config.dataset),
-        evaluate=evaluate, eval_every=config.val_every)
+        evaluate=evaluate, eval_every=config.val_every, record=record)
+    if writer is not None:
+        writer.close()
     loader.close()
     if info.world_size > 1:
         dist.destroy_process_group()

@@ -49,3 +49,12 @@ def test_bench_loader_reports_every_backend(demo_shards, tmp_path):
         assert run["samples"] == 3 * run["batch"]
     assert {"read", "decode", "augment"} <= set(runs["torch"]["stages_ms_per_sample"])
     assert "vs mseg" in result.stdout and "torch" in result.stdout
+
+
+def test_bench_step_reports_real_and_synthetic(demo_shards, tmp_path):
+    report = tmp_path / "step.json"
+    run_tool("bench_step.py", str(REPO / "config" / "demo" / "train-tiny.yaml"), f"shards={demo_shards}", "--iters", "2",
+             "--json", str(report), check=True)
+    runs = json.loads(report.read_text())["runs"]
+    assert [r["batches"] for r in runs] == ["synthetic", "real"]
+    assert all(r["samples_per_s"] > 0 and r["peak_memory_gib"] > 0 and r["batch"] == 6 for r in runs)

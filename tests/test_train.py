@@ -70,6 +70,13 @@ def test_loss_falls_and_logs(demo_shards, tmp_path):
     assert set(record["datasets"]) == {"demo-streets", "demo-rooms", "demo-fields"}
     assert "wall" in record["datasets"]["demo-rooms"]["iou"]
     assert len(list((tmp_path / "run" / "val").glob("confusion_00000030_*.png"))) == 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/data_wait", "train/loss/demo-rooms", "val/mIoU/demo-fields"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == [10, 20, 30]
     assert "crops per step {'demo-streets': 2, 'demo-rooms': 2, 'demo-fields': 2}, 30 iterations" in log
     assert re.search(r"samples/s data-wait \d+% eta", log)
     assert (tmp_path / "run" / "config.yaml").exists()

@@ -36,8 +36,12 @@ def validate(model, batches: Iterable[Batch], num_classes: int, num_datasets: in
 
 
 def report(matrices: list[torch.Tensor], datasets: list[str], class_names: tuple[str, ...], iteration: int,
-           out_dir: Path) -> list[str]:
-    """Write val_XXXXXXXX.json and a confusion picture per dataset; return the summary lines."""
+           out_dir: Path) -> tuple[list[str], dict[str, float]]:
+    """Write val_XXXXXXXX.json and a confusion picture per dataset.
+
+    Returns:
+        The summary lines, and scalars (val/mIoU/<dataset>, ...) for TensorBoard.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     lines, record = [], {"iteration": iteration, "datasets": {}}
     for name, matrix in zip(datasets, matrices):
@@ -53,7 +57,9 @@ def report(matrices: list[torch.Tensor], datasets: list[str], class_names: tuple
         cv2.imwrite(str(out_dir / f"confusion_{iteration:08d}_{name}.png"), confusion_picture(matrix.cpu(), present,
                                                                                               class_names))
     (out_dir / f"val_{iteration:08d}.json").write_text(json.dumps(record, indent=1))
-    return lines
+    scalars = {f"val/{metric}/{name}": values[key] for name, values in record["datasets"].items()
+               for metric, key in (("mIoU", "miou"), ("mAcc", "macc"), ("allAcc", "all_acc"))}
+    return lines, scalars
 
 
 def confusion_picture(matrix: torch.Tensor, classes: list[int], class_names: tuple[str, ...], cell: int = 22

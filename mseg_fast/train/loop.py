@@ -62,7 +62,7 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
         power: float, weights: torch.Tensor, precision: str, device: torch.device, print_freq: int, save_every: int,
         save: Callable[[RunState], None], log: Callable[[str], None], dataset_names: list[str],
         step: Callable = standard_step, evaluate: Callable[[RunState], None] | None = None,
-        eval_every: int = 0) -> RunState:
+        eval_every: int = 0, record: Callable[[int, dict[str, float]], None] | None = None) -> RunState:
     """Train from state.iteration to max_iters; checkpoint every save_every, at the end, and on SIGTERM;
     evaluate every eval_every iterations and at the end.
 
@@ -92,6 +92,10 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
             eta = (max_iters - state.iteration) * seconds / max(1, samples / len(batch))
             parts = " ".join(f"{dataset_names[k]}={v:.3f}" for k, v in sorted(result.parts.items()))
             memory = (f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f}G" if device.type == "cuda" else "")
+            if record:
+                record(state.iteration, {"train/loss": result.loss, "train/lr": optimizer.param_groups[0]["lr"],
+                                         "train/samples_per_s": rate, "train/data_wait": data_wait / seconds,
+                                         **{f"train/loss/{dataset_names[k]}": v for k, v in result.parts.items()}})
             log(f"iter {state.iteration}/{max_iters} loss {result.loss:.4f} [{parts}] lr {optimizer.param_groups[0]['lr']:.6f} "
                 f"{rate:.1f} samples/s data-wait {100 * data_wait / seconds:.0f}% eta {eta / 60:.1f} min{memory}"
                 + (f" skipped {state.skipped_steps}" if state.skipped_steps else ""))

@@ -22,7 +22,8 @@ from mseg_fast.models.hrnet import build_model
 from mseg_fast.models.load import load_imagenet_backbone, load_strict, model_state
 from mseg_fast.train import checkpoint
 from mseg_fast.train.distributed import DistInfo, init_distributed, sync_batchnorm
-from mseg_fast.train.loop import RunState, fit
+from mseg_fast.train.loop import RunState, fit, standard_step
+from mseg_fast.train.mgda import mgda_step
 from mseg_fast.train.objective import derive_max_iters
 
 
@@ -144,7 +145,8 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
 
     fit(step_model, optimizer, scaler, loader, state, max_iters, config.base_lr, config.power, weights,
         config.precision, info.device, config.print_freq, config.save_every, save, log, list(config.dataset),
-        evaluate=evaluate, eval_every=config.val_every, record=record)
+        step=mgda_step if config.use_mgda else standard_step, evaluate=evaluate, eval_every=config.val_every,
+        record=record)
     if writer is not None:
         writer.close()
     loader.close()

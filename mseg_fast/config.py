@@ -69,6 +69,7 @@ class Config:
     num_examples: int = 1_000_000  # crops per dataset over the run (MSeg's meaning)
     max_iters: int | None = None  # set to override the length derived from num_examples
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # MSeg's opt_level O0 is fp32 (README)
+    use_mgda: bool = False  # MGDA's min-norm combination of per-dataset gradients instead of the mean
     channels_last: bool = False
     compile: bool = False
     # Run.

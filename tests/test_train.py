@@ -173,3 +173,11 @@ def test_weights_only_export_loads(demo_shards, tmp_path):
     model = mseg_fast.load_model(out)
     trained = torch.load(source, weights_only=True)["model"]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
+
+
+def test_mgda_training_runs_and_logs_scales(demo_shards, tmp_path):
+    result = train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "print_freq=1", "val_every=0",
+                   "use_mgda=True")
+    assert result.returncode == 0, result.stdout + result.stderr
+    scales = re.findall(r"scales demo-streets=([0-9.]+) demo-rooms=([0-9.]+) demo-fields=([0-9.]+)", result.stdout)
+    assert len(scales) == 2 and all(abs(sum(map(float, s)) - 1) < 0.01 for s in scales)

@@ -21,6 +21,7 @@ class StepResult:
     loss: float
     parts: dict[int, float]
     skipped: bool = False  # fp16: the scaler skipped a step with inf/NaN gradients
+    scales: dict[int, float] | None = None  # MGDA: the weight given to each dataset's gradient
 
 
 @dataclass
@@ -92,13 +93,16 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
             eta = (max_iters - state.iteration) * seconds / max(1, samples / len(batch))
             parts = " ".join(f"{dataset_names[k]}={v:.3f}" for k, v in sorted(result.parts.items()))
             memory = (f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f}G" if device.type == "cuda" else "")
+            scales = {dataset_names[k]: v for k, v in (result.scales or {}).items()}
             if record:
                 record(state.iteration, {"train/loss": result.loss, "train/lr": optimizer.param_groups[0]["lr"],
                                          "train/samples_per_s": rate, "train/data_wait": data_wait / seconds,
-                                         **{f"train/loss/{dataset_names[k]}": v for k, v in result.parts.items()}})
+                                         **{f"train/loss/{dataset_names[k]}": v for k, v in result.parts.items()},
+                                         **{f"train/mgda_scale/{k}": v for k, v in scales.items()}})
             log(f"iter {state.iteration}/{max_iters} loss {result.loss:.4f} [{parts}] lr {optimizer.param_groups[0]['lr']:.6f} "
                 f"{rate:.1f} samples/s data-wait {100 * data_wait / seconds:.0f}% eta {eta / 60:.1f} min{memory}"
-                + (f" skipped {state.skipped_steps}" if state.skipped_steps else ""))
+                + (f" skipped {state.skipped_steps}" if state.skipped_steps else "")
+                + (" scales " + " ".join(f"{k}={v:.3f}" for k, v in scales.items()) if scales else ""))
             window_start, data_wait, samples = time.perf_counter(), 0.0, 0
         if evaluate and eval_every and (state.iteration % eval_every == 0 or state.iteration == max_iters):
             evaluate(state)

@@ -181,3 +181,18 @@ def test_mgda_training_runs_and_logs_scales(demo_shards, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     scales = re.findall(r"scales demo-streets=([0-9.]+) demo-rooms=([0-9.]+) demo-fields=([0-9.]+)", result.stdout)
     assert len(scales) == 2 and all(abs(sum(map(float, s)) - 1) < 0.01 for s in scales)
+
+
+def test_channels_last_runs(demo_shards, tmp_path):
+    result = train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "val_every=0", "channels_last=True")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert final_weights(tmp_path / "run")["iteration"] == 2
+
+
+def test_mgda_runs_under_torchrun_with_gloo(demo_shards, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29563",
+               str(REPO / "train.py"), CONFIG, f"shards={demo_shards}", f"save_path={tmp_path / 'run'}", "max_iters=2",
+               "save_every=2", "print_freq=1", "val_every=0", "use_mgda=True"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("scales demo-streets=") == 2

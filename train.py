@@ -24,7 +24,7 @@ from mseg_fast.train import checkpoint
 from mseg_fast.train.distributed import DistInfo, init_distributed, sync_batchnorm
 from mseg_fast.train.loop import RunState, fit, standard_step
 from mseg_fast.train.mgda import mgda_step
-from mseg_fast.train.objective import derive_max_iters
+from mseg_fast.train.objective import build_optimizer, derive_max_iters
 
 
 def gather(value, info: DistInfo) -> list:
@@ -98,8 +98,7 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda"
                                                         else None) if info.world_size > 1 else model
     step_model = torch.compile(network) if config.compile else network
-    optimizer = torch.optim.SGD(network.parameters(), lr=config.base_lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = build_optimizer(network.parameters(), config.base_lr, config.momentum, config.weight_decay)
     scaler = torch.amp.GradScaler(info.device.type, enabled=config.precision == "fp16")
     state = RunState(0)
     if saved:

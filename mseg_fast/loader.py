@@ -26,6 +26,11 @@ def dali_available() -> bool:
         return False
 
 
+def dali_device(device: str) -> str:
+    """The DALI graph's device for a torch device name: 'gpu' for cuda, else 'cpu'."""
+    return "gpu" if str(device).startswith("cuda") else "cpu"
+
+
 def choose_backend(config: Config) -> str:
     """`loader` from the config, or DALI when it is installed; a missing DALI is an error, not a fallback."""
     if config.loader == "torch":
@@ -77,7 +82,7 @@ def build_train_loader(config: Config, rank: int = 0, world_size: int = 1, devic
     if backend == "dali":
         from pipelines.iterator import DaliTrainLoader
 
-        return DaliTrainLoader(spec, "gpu" if str(device).startswith("cuda") else "cpu", state)
+        return DaliTrainLoader(spec, dali_device(device), state)
     return TorchTrainLoader(spec, iteration=state["iteration"] if state else 0, pin_memory=str(device).startswith("cuda"))
 
 
@@ -89,7 +94,7 @@ def build_val_batches(config: Config, rank: int = 0, world_size: int = 1, device
     if choose_backend(config) == "dali":
         from pipelines.iterator import dali_val_batches
 
-        return dali_val_batches(spec, "gpu" if str(device).startswith("cuda") else "cpu", batch_size, whole)
+        return dali_val_batches(spec, dali_device(device), batch_size, whole)
     return torch_val_batches(spec, batch_size, whole)
 
 
@@ -99,7 +104,7 @@ def sample_crops(config: Config, count: int, device: str = "cpu") -> list[dict]:
     if choose_backend(config) == "dali":
         from pipelines.iterator import dali_sample_crops
 
-        return dali_sample_crops(spec, "gpu" if str(device).startswith("cuda") else "cpu", count)
+        return dali_sample_crops(spec, dali_device(device), count)
     return torch_sample_crops(spec, count)
 
 
@@ -107,4 +112,4 @@ def dali_stage_pipes(config: Config, device: str = "cpu") -> dict:
     """DALI pipelines that stop after reading, and after decoding (bench/loader_bench.py)."""
     from pipelines.stages import stage_pipes
 
-    return stage_pipes(build_spec(config, 0, 1, train=True), "gpu" if str(device).startswith("cuda") else "cpu")
+    return stage_pipes(build_spec(config, 0, 1, train=True), dali_device(device))

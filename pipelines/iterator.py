@@ -31,23 +31,27 @@ def stream_seed(spec: LoaderSpec, dataset_id: int) -> int:
     return spec.seed + spec.rank + 100_003 * dataset_id
 
 
+def train_pipes(spec: LoaderSpec, device: str, with_meta: bool = False, checkpoints: list | None = None) -> list:
+    """One built training pipeline per dataset stream (restored from DALI checkpoints when given)."""
+    threads = max(1, spec.workers // len(spec.streams))
+    pipes = []
+    for stream, shardset, checkpoint in zip(spec.streams, spec.shardsets, checkpoints or [None] * len(spec.streams)):
+        shardset.check_ranks(stream.num_shards)
+        pipe = build_train_pipe(shardset, stream.batch, stream.shard_id, stream.num_shards, spec.aug, spec.blur_kernel,
+                                spec.blur_sigma, device, spec.output_dtype, stream_seed(spec, stream.dataset_id),
+                                threads, spec.shuffle_buffer, with_meta=with_meta, checkpoint=checkpoint)
+        pipe.build()
+        pipes.append(pipe)
+    return pipes
+
+
 class DaliTrainLoader:
     """Endless mixed training batches; state = iteration + each pipeline's DALI checkpoint."""
 
     def __init__(self, spec: LoaderSpec, device: str, state: dict | None = None):
         self.spec, self.device = spec, device
         self.iteration = state["iteration"] if state else 0
-        checkpoints = state["checkpoints"] if state else [None] * len(spec.streams)
-        threads = max(1, spec.workers // len(spec.streams))
-        self.pipes = []
-        for stream, shardset, checkpoint in zip(spec.streams, spec.shardsets, checkpoints):
-            shardset.check_ranks(stream.num_shards)
-            pipe = build_train_pipe(shardset, stream.batch, stream.shard_id, stream.num_shards, spec.aug,
-                                    spec.blur_kernel, spec.blur_sigma, device, spec.output_dtype,
-                                    stream_seed(spec, stream.dataset_id), threads, spec.shuffle_buffer,
-                                    checkpoint=checkpoint)
-            pipe.build()
-            self.pipes.append(pipe)
+        self.pipes = train_pipes(spec, device, checkpoints=state["checkpoints"] if state else None)
 
     def __iter__(self) -> "DaliTrainLoader":
         return self
@@ -82,8 +86,8 @@ def dali_val_batches(spec: LoaderSpec, device: str, batch_size: int, whole: bool
             image, label = pipe.run()
             keep = min(batch_size, expected - seen)
             if whole:
-                arrays = pad_batch([np.array(image.as_cpu().at(i) if device == "gpu" else image.at(i)) for i in range(keep)],
-                                   [np.array(label.as_cpu().at(i) if device == "gpu" else label.at(i)) for i in range(keep)])
+                image, label = (image.as_cpu(), label.as_cpu()) if device == "gpu" else (image, label)
+                arrays = pad_batch([np.array(image.at(i)) for i in range(keep)], [np.array(label.at(i)) for i in range(keep)])
                 images, labels = torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]).long()
             else:
                 images, labels = to_torch(image, device)[:keep], to_torch(label, device)[:keep].long()
@@ -94,13 +98,7 @@ def dali_val_batches(spec: LoaderSpec, device: str, batch_size: int, whole: bool
 
 def dali_sample_crops(spec: LoaderSpec, device: str, count: int) -> list[dict]:
     """The first `count` training crops, dataset streams interleaved per batch as in training."""
-    pipes = []
-    for stream, shardset in zip(spec.streams, spec.shardsets):
-        pipe = build_train_pipe(shardset, stream.batch, stream.shard_id, stream.num_shards, spec.aug, spec.blur_kernel,
-                                spec.blur_sigma, device, spec.output_dtype, stream_seed(spec, stream.dataset_id),
-                                max(1, spec.workers), spec.shuffle_buffer, with_meta=True)
-        pipe.build()
-        pipes.append((stream, pipe))
+    pipes = list(zip(spec.streams, train_pipes(spec, device, with_meta=True)))
     crops: list[dict] = []
     while len(crops) < count:
         for stream, pipe in pipes:

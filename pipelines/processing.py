@@ -118,7 +118,7 @@ def augment_val(images, labels, aug: Augment, whole: bool, device: str, label_dt
     if whole:
         new_h, new_w = resized_size(height, width, aug.short_size, DaliMath)
         size = fn.stack(new_h, new_w)
-        image = fn.resize(centre(image), size=size, interp_type=types.INTERP_LINEAR, antialias=False)
+        image = centre(fn.resize(image, size=size, interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.FLOAT))
         label = fn.resize(label, size=size, interp_type=types.INTERP_NN, antialias=False)
         return finish(image, label, output_dtype)
     # A validation Augment has zero ranges and probabilities: u is multiplied by 0 or compared

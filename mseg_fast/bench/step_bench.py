@@ -13,6 +13,7 @@ from mseg_fast.data.batch import Batch
 from mseg_fast.loader import build_spec, build_train_loader
 from mseg_fast.models.hrnet import build_model
 from mseg_fast.train.loop import standard_step
+from mseg_fast.train.objective import build_optimizer
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -24,8 +25,7 @@ def peak_memory_gib(device: torch.device) -> float:
 def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch.device) -> dict:
     spec = build_spec(config, 0, 1)
     model = build_model(config.arch, len(spec.shardsets[0].class_names)).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.base_lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model.parameters(), config.base_lr, config.momentum, config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     weights = torch.ones(len(config.dataset), device=device)
     batch_size = sum(s.batch for s in spec.streams)

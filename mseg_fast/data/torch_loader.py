@@ -113,11 +113,15 @@ def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 class MixedBatches(Dataset):
-    """Item t = the rank's mixed batch of iteration t, as numpy arrays."""
+    """Item t = the rank's mixed batch of iteration t, as tensors (in shared memory in a worker)."""
 
     def __init__(self, spec: LoaderSpec):
         self.spec = spec
         self.readers = [SampleReader(s) for s in spec.shardsets]
+        # Labels cross to the trainer in their stored width (8 bits, or 16 for naive) and become int64
+        # there: an int64 batch of 713 crops is 32 MB of shared memory per batch of 8, uint8 is 4 MB.
+        wide = any(s.label_dtype == "uint16" for s in spec.shardsets)
+        self.label_dtype = torch.int16 if wide else torch.uint8
         for stream, shardset in zip(spec.streams, spec.shardsets):
             shardset.check_ranks(stream.num_shards)
 
@@ -136,10 +140,7 @@ class MixedBatches(Dataset):
         items = list(self.items(iteration))
         aug, dtype = self.spec.aug, getattr(torch, self.spec.output_dtype)
         images = _batch_tensor((len(items), 3, aug.crop_h, aug.crop_w), dtype)
-        # Labels cross to the trainer in their stored width (8 bits, or 16 for naive) and become int64
-        # there: an int64 batch of 713 crops is 32 MB of shared memory per batch of 8, uint8 is 4 MB.
-        wide = any(s.label_dtype == "uint16" for s in self.spec.shardsets)
-        labels = _batch_tensor((len(items), aug.crop_h, aug.crop_w), torch.int16 if wide else torch.uint8)
+        labels = _batch_tensor((len(items), aug.crop_h, aug.crop_w), self.label_dtype)
         for k, (stream, reader, index, u) in enumerate(items):
             _, label = augment(reader.read(index), u, self.spec, images[k].numpy())
             labels[k].numpy()[...] = label
@@ -147,8 +148,9 @@ class MixedBatches(Dataset):
         return {"images": images, "labels": labels, "dataset_ids": ids}
 
 
-def _init_worker(_: int) -> None:
-    cv2.setNumThreads(1)  # parallelism comes from the DataLoader's processes
+def init_worker(_: int) -> None:
+    """DataLoader worker set-up: one thread each, parallelism comes from the processes."""
+    cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
 
@@ -165,7 +167,7 @@ class TorchTrainLoader:
         # forkserver, not fork: the trainer's process holds threads (DALI, OpenCV, CUDA) whose locks a
         # forked worker would inherit locked (seen here: a hang after a DALI pipeline had run).
         self._loader = DataLoader(self._batches, batch_size=None, sampler=itertools.count(iteration),
-                                  num_workers=spec.workers, worker_init_fn=_init_worker, pin_memory=pin_memory,
+                                  num_workers=spec.workers, worker_init_fn=init_worker, pin_memory=pin_memory,
                                   prefetch_factor=2 if spec.workers else None,
                                   multiprocessing_context="forkserver" if spec.workers else None)
         self._iterator: Iterator | None = None

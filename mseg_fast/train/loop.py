@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -30,7 +30,6 @@ class RunState:
 
     iteration: int
     skipped_steps: int = 0
-    history: list[float] = field(default_factory=list)
 
 
 def standard_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, precision: str) -> StepResult:
@@ -85,7 +84,6 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
                                      f"lower base_lr or check the data of this batch")
         state.skipped_steps += int(result.skipped)
         state.iteration += 1
-        state.history.append(result.loss)
         samples += len(batch)
         if state.iteration % print_freq == 0 or state.iteration == max_iters:
             seconds = time.perf_counter() - window_start

@@ -35,6 +35,11 @@ def per_dataset_loss(logits: torch.Tensor, labels: torch.Tensor, dataset_ids: to
     return sum(w * loss for w, loss in terms) / total_weight, parts
 
 
+def build_optimizer(parameters, base_lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """MSeg's optimiser: SGD, one group, weight decay on every parameter, no Nesterov (reference §3.10)."""
+    return torch.optim.SGD(parameters, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
+
+
 def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float) -> float:
     """MSeg's poly schedule: the LR for the step after `iteration` completed steps."""
     return base_lr * (1 - min(iteration, max_iters) / max_iters) ** power

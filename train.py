@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -18,9 +20,10 @@ from mseg_fast.config import Config, load_config, to_yaml
 from mseg_fast.errors import UserError
 from mseg_fast.eval.validate import report, validate
 from mseg_fast.loader import build_spec, build_train_loader, build_val_batches
-from mseg_fast.models.hrnet import build_model
+from mseg_fast.models.factory import build_model
 from mseg_fast.models.load import load_imagenet_backbone, load_strict, model_state
 from mseg_fast.train import checkpoint
+from mseg_fast.train.ccsa import ccsa_step
 from mseg_fast.train.distributed import DistInfo, init_distributed, sync_batchnorm
 from mseg_fast.train.loop import RunState, fit, standard_step
 from mseg_fast.train.mgda import mgda_step
@@ -35,15 +38,26 @@ def gather(value, info: DistInfo) -> list:
     return out
 
 
+def build_step(config: Config) -> Callable:
+    """The step the loop runs: MSeg's, MGDA's or CCSA's (all take the same arguments)."""
+    if config.use_mgda:
+        return mgda_step
+    if config.use_ccsa:
+        return partial(ccsa_step, alpha=config.ccsa_alpha, positives=config.ccsa_pairs, margin=config.ccsa_margin,
+                       aux_weight=config.aux_weight)
+    return partial(standard_step, aux_weight=config.aux_weight)
+
+
 def init_weights(model, config: Config, init_from: str | None, log) -> None:
     if config.pretrained:
         log(load_imagenet_backbone(model, config.pretrained))
     if init_from:  # fine-tuning: every tensor but a head of another class count
         state = model_state(checkpoint.load(Path(init_from)))
         own = model.state_dict()
-        if state["last_layer.3.weight"].shape != own["last_layer.3.weight"].shape:
-            state = {**state, **{k: v for k, v in own.items() if k.startswith("last_layer.3.")}}
-            log(f"{init_from}: head re-initialised for {model.num_classes} classes")
+        heads = [k for k in own if k.startswith(model.CLASSIFIER)]
+        if any(k in state and state[k].shape != own[k].shape for k in heads):
+            state = {**state, **{k: own[k] for k in heads}}
+            log(f"{init_from}: classifier ({', '.join(model.CLASSIFIER)}) re-initialised for {model.num_classes} classes")
         load_strict(model, state, init_from)
 
 
@@ -82,7 +96,7 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     spec = build_spec(config, info.rank, info.world_size)
     class_names, taxonomy_sha = spec.shardsets[0].class_names, spec.shardsets[0].taxonomy_sha256
     torch.manual_seed(config.manual_seed)  # the same initial weights on every rank
-    model = build_model(config.arch, len(class_names))
+    model = build_model(config.arch, len(class_names), config.layers)
     resume_path = checkpoint.find_resume(run_dir, resume) if resume else None
     saved = checkpoint.load(resume_path) if resume_path else None
     if saved:
@@ -98,7 +112,7 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda"
                                                         else None) if info.world_size > 1 else model
     step_model = torch.compile(network) if config.compile else network
-    optimizer = build_optimizer(network.parameters(), config.base_lr, config.momentum, config.weight_decay)
+    optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay)
     scaler = torch.amp.GradScaler(info.device.type, enabled=config.precision == "fp16")
     state = RunState(0)
     if saved:
@@ -144,7 +158,7 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
 
     fit(step_model, optimizer, scaler, loader, state, max_iters, config.base_lr, config.power, weights,
         config.precision, info.device, config.print_freq, config.save_every, save, log, list(config.dataset),
-        step=mgda_step if config.use_mgda else standard_step, evaluate=evaluate, eval_every=config.val_every,
+        step=build_step(config), evaluate=evaluate, eval_every=config.val_every,
         record=record)
     if writer is not None:
         writer.close()

@@ -60,8 +60,10 @@ class Config:
     ignore_label: int = IGNORE_LABEL
     output_dtype: Literal["float32", "float16"] = "float32"
     # Model and optimisation (reference §3.3, §3.10).
-    arch: Literal["hrnet_w48", "hrnet_w18"] = "hrnet_w48"
-    pretrained: str | None = None  # HRNet ImageNet checkpoint for the backbone
+    arch: Literal["hrnet_w48", "hrnet_w18", "psp"] = "hrnet_w48"
+    layers: Literal[50, 101, 152] = 50  # PSPNet's ResNet depth (MSeg's key; HRNet ignores it)
+    pretrained: str | None = None  # ImageNet checkpoint for the backbone (HRNet's, or PSPNet's deep-base ResNet)
+    aux_weight: float = 0.4  # PSPNet's auxiliary loss; HRNet has no auxiliary head
     base_lr: float = 0.01
     power: float = 0.9
     momentum: float = 0.9
@@ -70,6 +72,10 @@ class Config:
     max_iters: int | None = None  # set to override the length derived from num_examples
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # MSeg's opt_level O0 is fp32 (README)
     use_mgda: bool = False  # MGDA's min-norm combination of per-dataset gradients instead of the mean
+    use_ccsa: bool = False  # CCSA: add the contrastive alignment of embeddings across datasets (reference §6)
+    ccsa_alpha: float = 0.25  # weight of the alignment loss; the cross-entropy terms get 1 - alpha
+    ccsa_pairs: int = 100  # positive pairs per rank and step; three times as many negative pairs
+    ccsa_margin: float = 1.0  # negatives closer than this are pushed apart
     channels_last: bool = False
     compile: bool = False
     # Run.
@@ -210,6 +216,17 @@ def validate(config: Config) -> Config:
             raise UserError(f"{key} must be a probability in [0, 1], got {getattr(config, key)}")
     if config.dataset_weights is not None and len(config.dataset_weights) != len(config.dataset):
         raise UserError(f"dataset_weights has {len(config.dataset_weights)} values for {len(config.dataset)} datasets")
+    if config.use_ccsa:
+        if config.use_mgda:
+            raise UserError("use_ccsa and use_mgda replace the same step; set only one of them")
+        if len(config.dataset) < 2:
+            raise UserError("use_ccsa aligns datasets with each other: name at least two in 'dataset'")
+        if config.dataset_gpu_mapping:
+            raise UserError("use_ccsa draws its pairs across the datasets of each rank's batch; with "
+                            "dataset_gpu_mapping a rank holds one dataset. Remove dataset_gpu_mapping")
+        if not 0.0 <= config.ccsa_alpha <= 1.0 or config.ccsa_pairs < 1 or config.ccsa_margin <= 0:
+            raise UserError(f"ccsa_alpha must lie in [0, 1] (got {config.ccsa_alpha}), ccsa_pairs be at least 1 "
+                            f"(got {config.ccsa_pairs}) and ccsa_margin be positive (got {config.ccsa_margin})")
     if config.blur_kernel % 2 == 0:
         raise UserError(f"blur_kernel must be odd, got {config.blur_kernel}")
     return config

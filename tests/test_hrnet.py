@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 import mseg_fast
 from mseg_fast.errors import UserError
-from mseg_fast.models.hrnet import BN_MOMENTUM, HighResolutionModule, build_model
+from mseg_fast.models.factory import build_model
+from mseg_fast.models.hrnet import BN_MOMENTUM, HighResolutionModule
 from mseg_fast.models.load import load_imagenet_backbone, load_strict
 
 KEYS_FILE = "docs/MSEG_HRNET_W48_STATE_DICT_KEYS.txt"

@@ -9,7 +9,7 @@ import torch
 from helpers import REPO
 from mseg_fast.config import load_config
 from mseg_fast.data.batch import Batch
-from mseg_fast.models.hrnet import build_model
+from mseg_fast.models.factory import build_model
 from mseg_fast.train.loop import standard_step
 from mseg_fast.train.mgda import min_norm_weights, mgda_step, project_to_simplex
 from mseg_fast.train.objective import derive_max_iters

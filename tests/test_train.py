@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from helpers import REPO
-from mseg_fast.models.hrnet import build_model
+from mseg_fast.models.factory import build_model
 from mseg_fast.train.objective import derive_max_iters, per_dataset_loss, poly_lr
 
 CONFIG = str(REPO / "config" / "demo" / "train-tiny.yaml")

@@ -11,7 +11,7 @@ import torch
 from mseg_fast.config import Config
 from mseg_fast.data.batch import Batch
 from mseg_fast.loader import build_spec, build_train_loader
-from mseg_fast.models.hrnet import build_model
+from mseg_fast.models.factory import build_model
 from mseg_fast.train.loop import standard_step
 from mseg_fast.train.objective import build_optimizer
 
@@ -24,8 +24,8 @@ def peak_memory_gib(device: torch.device) -> float:
 
 def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch.device) -> dict:
     spec = build_spec(config, 0, 1)
-    model = build_model(config.arch, len(spec.shardsets[0].class_names)).to(device).train()
-    optimizer = build_optimizer(model.parameters(), config.base_lr, config.momentum, config.weight_decay)
+    model = build_model(config.arch, len(spec.shardsets[0].class_names), config.layers).to(device).train()
+    optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     weights = torch.ones(len(config.dataset), device=device)
     batch_size = sum(s.batch for s in spec.streams)

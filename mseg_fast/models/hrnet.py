@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mseg_fast.models.blocks import Bottleneck
+from mseg_fast.models.outputs import SegOutputs
+
 BN_MOMENTUM = 0.01  # MSeg: running = 0.99 * running + 0.01 * batch
 WIDTHS = {"hrnet_w48": 48, "hrnet_w18": 18}
 MODULES = (1, 4, 3)  # high-resolution modules in stages 2, 3, 4
@@ -39,22 +42,6 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         return self.relu(self.bn2(self.conv2(out)) + x)
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, cin: int, planes: int, project: bool):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), _bn(planes)
-        self.conv2, self.bn2 = _conv3x3(planes, planes), _bn(planes)
-        self.conv3, self.bn3 = nn.Conv2d(planes, planes * 4, 1, bias=False), _bn(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, bias=False), _bn(planes * 4)) if project else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
 
 
 def _down_chain(cin: int, cout: int, steps: int) -> nn.Sequential:
@@ -124,13 +111,16 @@ class HRNet(nn.Module):
         width: 48 (MSeg's model) or 18 (tests and small runs).
     """
 
+    CLASSIFIER = ("last_layer.3.",)  # the tensors whose shape depends on the class count
+
     def __init__(self, num_classes: int, width: int = 48):
         super().__init__()
         self.num_classes, self.width = num_classes, width
         self.conv1, self.bn1 = _conv3x3(3, 64, 2), _bn(64)
         self.conv2, self.bn2 = _conv3x3(64, 64, 2), _bn(64)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(Bottleneck(64, 64, True), *[Bottleneck(256, 64, False) for _ in range(BLOCKS - 1)])
+        self.layer1 = nn.Sequential(Bottleneck(64, 64, True, momentum=BN_MOMENTUM),
+                                    *[Bottleneck(256, 64, False, momentum=BN_MOMENTUM) for _ in range(BLOCKS - 1)])
         widths = tuple(width * 2**k for k in range(4))
         self.transition1 = _transition((256,), widths[:2])
         self.stage2 = nn.Sequential(*[HighResolutionModule(widths[:2]) for _ in range(MODULES[0])])
@@ -165,13 +155,14 @@ class HRNet(nn.Module):
         size = xs[0].shape[-2:]
         return torch.cat([xs[0]] + [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in xs[1:]], 1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.last_layer(self.features(images))  # output stride 4
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=True)
+    def forward(self, images: torch.Tensor, extras: bool = False) -> torch.Tensor | SegOutputs:
+        """Logits at the input resolution; with `extras`, also the features (CCSA's embedding)."""
+        features = self.features(images)
+        logits = self.last_layer(features)  # output stride 4
+        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=True)
+        return SegOutputs(logits, None, features) if extras else logits
 
+    def param_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """MSeg trains HRNet with one learning rate for every parameter (reference §3.10)."""
+        return [(list(self.parameters()), 1.0)]
 
-def build_model(name: str, num_classes: int) -> HRNet:
-    """`hrnet_w48` (MSeg) or `hrnet_w18`."""
-    if name not in WIDTHS:
-        raise ValueError(f"unknown model '{name}'; choose one of {', '.join(WIDTHS)}")
-    return HRNet(num_classes, WIDTHS[name])

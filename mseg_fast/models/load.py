@@ -14,10 +14,15 @@ import torch
 
 from mseg_fast.errors import UserError
 from mseg_fast.models.hrnet import HRNet, WIDTHS
+from mseg_fast.models.pspnet import DEPTHS, PSPNet
 
 HEAD_PREFIX = "last_layer."
 # Parts of the HRNet ImageNet classification checkpoint that a segmentation model does not have.
 CLASSIFIER_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+PSP_HEAD_PREFIXES = ("ppm.", "cls.", "aux.")
+# The deep-base ResNet's stem, as PSPNet's `layer0` Sequential numbers it.
+_DEEP_BASE_STEM = {"conv1": "layer0.0", "bn1": "layer0.1", "conv2": "layer0.3", "bn2": "layer0.4",
+                   "conv3": "layer0.6", "bn3": "layer0.7"}
 _SHOWN = 8
 
 
@@ -53,27 +58,41 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     model.load_state_dict(state, strict=True)
 
 
-def load_imagenet_backbone(model: HRNet, path: str | Path) -> str:
-    """Initialise the backbone from `hrnetv2_w48_imagenet_pretrained.pth` (or the W18 one).
+def _deep_base_key(key: str) -> str:
+    """`conv2.weight` -> `layer0.3.weight`; every other key as it is."""
+    first, dot, rest = key.partition(".")
+    return _DEEP_BASE_STEM[first] + dot + rest if first in _DEEP_BASE_STEM else key
 
-    Every backbone key of the model must be in the file with its shape; the file's
-    classification parts are dropped; the segmentation head (`last_layer.*`) keeps its init.
+
+def load_imagenet_backbone(model: HRNet | PSPNet, path: str | Path) -> str:
+    """Initialise the backbone from an ImageNet classification checkpoint.
+
+    HRNet: `hrnetv2_w48_imagenet_pretrained.pth` (or the W18 one). PSPNet: the deep-base ResNet of
+    its depth (`resnet101_v2.pth` layout: `conv1..3`/`bn1..3` stem, `layer1-4`, `fc`). Every
+    backbone key of the model must be in the file with its shape; the file's classification parts
+    are dropped; the segmentation heads keep their initialisation.
 
     Returns:
         A one-line summary of what was loaded.
     """
     state = strip_prefix(_read(path))
-    dropped = [k for k in state if k.startswith(CLASSIFIER_PREFIXES)]
-    backbone = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIX)}
+    if isinstance(model, PSPNet):
+        classifier, heads = ("fc.",), PSP_HEAD_PREFIXES
+        state = {_deep_base_key(k): v for k, v in state.items()}
+        name = f"deep-base ResNet-{model.layers}"
+    else:
+        classifier, heads = CLASSIFIER_PREFIXES, (HEAD_PREFIX,)
+        name = f"HRNet-W{model.width}"
+    dropped = [k for k in state if k.startswith(classifier)]
+    backbone = {k: v for k, v in state.items() if not k.startswith(classifier)}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(heads)}
     problems = mismatch_report(expected, backbone)
     if problems:
-        raise UserError(f"{path} is not an HRNet-W{model.width} ImageNet checkpoint for this model:\n  "
-                        + "\n  ".join(problems))
+        raise UserError(f"{path} is not a {name} ImageNet checkpoint for this model:\n  " + "\n  ".join(problems))
     model.load_state_dict({**model.state_dict(), **backbone}, strict=True)
     head = len(model.state_dict()) - len(expected)
     return (f"{path}: {len(backbone)} backbone tensors loaded, {len(dropped)} classification tensors dropped, "
-            f"{head} head tensors ({HEAD_PREFIX}*) keep their initialisation")
+            f"{head} head tensors ({', '.join(p + '*' for p in heads)}) keep their initialisation")
 
 
 def _read(path: str | Path) -> dict:
@@ -92,21 +111,28 @@ def model_state(checkpoint: dict) -> dict[str, torch.Tensor]:
     return strip_prefix(checkpoint)
 
 
-def load_model(path: str | Path) -> HRNet:
+def load_model(path: str | Path) -> HRNet | PSPNet:
     """A trained network from an MSeg release file or one of our checkpoints, in eval mode.
 
-    The architecture is read off the tensors (width from the first transition, classes from
-    the head). The returned module's forward takes normalised NCHW images and returns logits
-    at the input resolution.
+    The architecture is read off the tensors (HRNet: width from the first transition; PSPNet: depth
+    from layer3's block count; classes from the head). The returned module's forward takes
+    normalised NCHW images and returns logits at the input resolution.
     """
     state = model_state(_read(path))
-    try:
-        width = int(state["transition1.0.0.weight"].shape[0])
-        num_classes = int(state["last_layer.3.weight"].shape[0])
-    except KeyError as error:
-        raise UserError(f"{path} holds no HRNet segmentation weights (no {error.args[0]})") from None
-    if width not in WIDTHS.values():
-        raise UserError(f"{path}: HRNet width {width} is not one of {sorted(WIDTHS.values())}")
-    model = HRNet(num_classes, width)
+    if "cls.4.weight" in state:
+        blocks = len({k.split(".")[1] for k in state if k.startswith("layer3.")})
+        layers = next((d for d, b in DEPTHS.items() if b[2] == blocks), None)
+        if layers is None:
+            raise UserError(f"{path}: PSPNet layer3 has {blocks} blocks, which matches no ResNet depth {sorted(DEPTHS)}")
+        model = PSPNet(int(state["cls.4.weight"].shape[0]), layers)
+    else:
+        try:
+            width = int(state["transition1.0.0.weight"].shape[0])
+            num_classes = int(state["last_layer.3.weight"].shape[0])
+        except KeyError as error:
+            raise UserError(f"{path} holds no HRNet or PSPNet segmentation weights (no {error.args[0]})") from None
+        if width not in WIDTHS.values():
+            raise UserError(f"{path}: HRNet width {width} is not one of {sorted(WIDTHS.values())}")
+        model = HRNet(num_classes, width)
     load_strict(model, state, str(path))
     return model.eval()

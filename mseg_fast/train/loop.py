@@ -22,6 +22,7 @@ class StepResult:
     parts: dict[int, float]
     skipped: bool = False  # fp16: the scaler skipped a step with inf/NaN gradients
     scales: dict[int, float] | None = None  # MGDA: the weight given to each dataset's gradient
+    terms: dict[str, float] | None = None  # the named terms of a composite loss (aux, CCSA's csa and ce)
 
 
 @dataclass
@@ -32,19 +33,31 @@ class RunState:
     skipped_steps: int = 0
 
 
-def standard_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, precision: str) -> StepResult:
-    """Forward, MSeg's per-dataset mean loss, backward, SGD step (through the fp16 scaler)."""
-    dtype = AUTOCAST[precision]
-    with torch.autocast(batch.images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        logits = model(batch.images)
-    loss, parts = per_dataset_loss(logits, batch.labels, batch.dataset_ids, weights)
+def apply_gradients(loss: torch.Tensor, optimizer, scaler) -> bool:
+    """Backward and SGD step through the fp16 scaler; True when the scaler skipped the step."""
     optimizer.zero_grad(set_to_none=True)
     scale_before = scaler.get_scale() if scaler.is_enabled() else None
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    skipped = scale_before is not None and scaler.get_scale() < scale_before
-    return StepResult(float(loss.detach()), {k: float(v) for k, v in parts.items()}, skipped)
+    return scale_before is not None and scaler.get_scale() < scale_before
+
+
+def standard_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, precision: str,
+                  aux_weight: float = 0.4) -> StepResult:
+    """Forward, MSeg's per-dataset mean loss (plus aux_weight x the auxiliary head's, for PSPNet),
+    backward, SGD step."""
+    dtype = AUTOCAST[precision]
+    with torch.autocast(batch.images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        outputs = model(batch.images, extras=True)
+    loss, parts = per_dataset_loss(outputs.logits, batch.labels, batch.dataset_ids, weights)
+    terms = None
+    if outputs.aux is not None:
+        aux, _ = per_dataset_loss(outputs.aux, batch.labels, batch.dataset_ids, weights)
+        terms = {"main": float(loss.detach()), "aux": float(aux.detach())}
+        loss = loss + aux_weight * aux
+    skipped = apply_gradients(loss, optimizer, scaler)
+    return StepResult(float(loss.detach()), {k: float(v) for k, v in parts.items()}, skipped, terms=terms)
 
 
 class StopRequested:
@@ -76,8 +89,8 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
         tick = time.perf_counter()
         batch = next(loader).to(device)
         data_wait += time.perf_counter() - tick
-        for group in optimizer.param_groups:  # step n uses lr(n - 1), as MSeg's schedule
-            group["lr"] = poly_lr(base_lr, state.iteration, max_iters, power)
+        for group in optimizer.param_groups:  # step n uses lr(n - 1), as MSeg's schedule; PSPNet's heads x10
+            group["lr"] = poly_lr(base_lr, state.iteration, max_iters, power) * group.get("lr_mult", 1.0)
         result = step(model, batch, weights, optimizer, scaler, precision)
         if not math.isfinite(result.loss) and precision != "fp16":
             raise FloatingPointError(f"non-finite loss ({result.loss}) at iteration {state.iteration + 1}; "
@@ -96,11 +109,13 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
                 record(state.iteration, {"train/loss": result.loss, "train/lr": optimizer.param_groups[0]["lr"],
                                          "train/samples_per_s": rate, "train/data_wait": data_wait / seconds,
                                          **{f"train/loss/{dataset_names[k]}": v for k, v in result.parts.items()},
-                                         **{f"train/mgda_scale/{k}": v for k, v in scales.items()}})
+                                         **{f"train/mgda_scale/{k}": v for k, v in scales.items()},
+                                         **{f"train/term/{k}": v for k, v in (result.terms or {}).items()}})
             log(f"iter {state.iteration}/{max_iters} loss {result.loss:.4f} [{parts}] lr {optimizer.param_groups[0]['lr']:.6f} "
                 f"{rate:.1f} samples/s data-wait {100 * data_wait / seconds:.0f}% eta {eta / 60:.1f} min{memory}"
                 + (f" skipped {state.skipped_steps}" if state.skipped_steps else "")
-                + (" scales " + " ".join(f"{k}={v:.3f}" for k, v in scales.items()) if scales else ""))
+                + (" scales " + " ".join(f"{k}={v:.3f}" for k, v in scales.items()) if scales else "")
+                + (" terms " + " ".join(f"{k}={v:.4f}" for k, v in result.terms.items()) if result.terms else ""))
             window_start, data_wait, samples = time.perf_counter(), 0.0, 0
         if evaluate and eval_every and (state.iteration % eval_every == 0 or state.iteration == max_iters):
             evaluate(state)

@@ -35,9 +35,17 @@ def per_dataset_loss(logits: torch.Tensor, labels: torch.Tensor, dataset_ids: to
     return sum(w * loss for w, loss in terms) / total_weight, parts
 
 
-def build_optimizer(parameters, base_lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """MSeg's optimiser: SGD, one group, weight decay on every parameter, no Nesterov (reference §3.10)."""
-    return torch.optim.SGD(parameters, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
+def build_optimizer(groups: list[tuple[list[torch.nn.Parameter], float]], base_lr: float, momentum: float,
+                    weight_decay: float) -> torch.optim.SGD:
+    """MSeg's optimiser: SGD, weight decay on every parameter, no Nesterov (reference §3.10).
+
+    Args:
+        groups: (parameters, learning-rate multiplier) pairs, as `model.param_groups()` gives them:
+            one group for HRNet; PSPNet's backbone at 1x and its heads at 10x. The loop scales
+            each group's poly learning rate by its `lr_mult`.
+    """
+    return torch.optim.SGD([{"params": params, "lr": base_lr * mult, "lr_mult": mult} for params, mult in groups],
+                           lr=base_lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float) -> float:

@@ -14,7 +14,7 @@ import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 
 from mseg_fast.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
-from mseg_fast.data.geometry import NUM_DRAWS, Augment, blur_drawn, crop_map, resized_size
+from mseg_fast.data.geometry import NUM_DRAWS, Augment, blur_drawn, crop_map, resized_size, source_box
 
 
 class DaliMath:
@@ -53,8 +53,37 @@ def centre(image):
                                     output_layout="HWC")
 
 
-def place(image, label, height, width, u, aug: Augment):
+def decode_window(images, labels, device: str, label_dtype: str, u, aug: Augment):
+    """Decode only the part of the image that the sample's window reads (labels whole).
+
+    Why: for MSeg's scales above ~0.7 the 713 crop reads a fraction of a 1080p photo, and a
+    partial decode (libjpeg-turbo on the CPU, nvJPEG on the GPU) skips IDCT and colour conversion
+    of the rest and stops after the last needed row. The box has a margin, so the crop is the same
+    as from the whole image (tests/test_augment.py).
+
+    Returns:
+        image (the box), label (whole), the box's origin (y0, x0) in the source, and crop_map's
+        (inverse, window, rotate) for the source.
+    """
+    shape = fn.cast(fn.peek_image_shape(images), dtype=types.FLOAT)
+    height, width = shape[0], shape[1]
+    inverse, window, rotate = crop_map(height, width, u, aug, DaliMath)
+    y0, x0, y1, x1 = source_box(inverse, window, height, width, DaliMath)
+    start, end = (fn.cast(fn.stack(*p), dtype=types.INT32) for p in ((y0, x0), (y1, x1)))
+    image = fn.decoders.image_slice(images, start=start, end=end, axis_names="HW",
+                                    device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+    label = fn.decoders.image(labels, device="cpu", output_type=types.ANY_DATA,
+                              dtype=types.UINT16 if label_dtype == "uint16" else types.UINT8)
+    if device == "gpu":
+        label = label.gpu()
+    return image, label, (y0, x0), (inverse, window, rotate)
+
+
+def place(image, label, mapping: tuple, origin: tuple | None = None):
     """The visible window of the crop, taken straight from the source (centred float image, label).
+
+    `mapping` is crop_map's output for the source; `origin` (y0, x0) is where `image` starts in
+    the source when only a box of it was decoded (the label is always whole).
 
     Rotated samples go through warp_affine. The others (half of MSeg's samples) need only
     scale, flip and crop, an axis-aligned map, which is a resize of a region of interest (a
@@ -62,22 +91,29 @@ def place(image, label, height, width, u, aug: Augment):
     times faster than its CPU warp, and both resample exactly the same way (bilinear, no
     antialiasing; nearest for labels).
     """
-    inverse, (win_h, win_w, top, left), rotate = crop_map(height, width, u, aug, DaliMath)
+    inverse, (win_h, win_w, top, left), rotate = mapping
     a, b, c, d, e, f = (fn.cast(v, dtype=types.FLOAT) for v in inverse)
+    oy, ox = (fn.cast(v, dtype=types.FLOAT) for v in origin) if origin is not None else (None, None)
     size = fn.cast(fn.stack(win_h, win_w), dtype=types.FLOAT)
     if rotate > 0.5:
+        label = fn.warp_affine(label, matrix=fn.reshape(fn.stack(a, b, c, d, e, f), shape=[2, 3]), size=size,
+                               fill_value=float(IGNORE_LABEL), interp_type=types.INTERP_NN)
+        if origin is not None:  # the decoded box starts at (x0, y0) of the source
+            c, f = c - ox, f - oy
         matrix = fn.reshape(fn.stack(a, b, c, d, e, f), shape=[2, 3])
         image = fn.warp_affine(centre(image), matrix=matrix, size=size, fill_value=0.0, interp_type=types.INTERP_LINEAR)
-        label = fn.warp_affine(label, matrix=matrix, size=size, fill_value=float(IGNORE_LABEL),
-                               interp_type=types.INTERP_NN)
     else:
         # Window corners in source coordinates: x = a*x' + c, y = e*y' + f (b = d = 0 unrotated).
         roi_start = fn.stack(f, c)
         roi_end = fn.stack(e * fn.cast(win_h, dtype=types.FLOAT) + f, a * fn.cast(win_w, dtype=types.FLOAT) + c)
-        image = centre(fn.resize(image, size=size, roi_start=roi_start, roi_end=roi_end, roi_relative=False,
-                                 interp_type=types.INTERP_LINEAR, antialias=False, dtype=types.FLOAT))
         label = fn.resize(label, size=size, roi_start=roi_start, roi_end=roi_end, roi_relative=False,
                           interp_type=types.INTERP_NN, antialias=False)
+        if origin is not None:
+            shift = fn.stack(oy, ox)
+            roi_start, roi_end = roi_start - shift, roi_end - shift
+        image = centre(fn.resize(image, size=size, roi_start=roi_start, roi_end=roi_end,
+                                 roi_relative=False, interp_type=types.INTERP_LINEAR, antialias=False,
+                                 dtype=types.FLOAT))
     return image, label, fn.cast(fn.stack(-top, -left), dtype=types.INT32)
 
 
@@ -103,9 +139,9 @@ def augment_train(images, labels, aug: Augment, blur_kernel: int, blur_sigma: fl
     Returns:
         image (CHW), label (HW), and the sample's uniforms (for show_batch).
     """
-    image, label, height, width = decode(images, labels, device, label_dtype)
     u = fn.random.uniform(range=[0.0, 1.0], shape=[NUM_DRAWS])
-    image, label, anchor = place(image, label, height, width, u, aug)
+    image, label, origin, mapping = decode_window(images, labels, device, label_dtype, u, aug)
+    image, label, anchor = place(image, label, mapping, origin)
     if blur_drawn(u, aug, DaliMath) > 0.5:
         image = fn.gaussian_blur(image, window_size=blur_kernel, sigma=blur_sigma)  # reflect-101 borders
     image, label = pad(image, label, anchor, aug.crop_h, aug.crop_w)
@@ -124,6 +160,6 @@ def augment_val(images, labels, aug: Augment, whole: bool, device: str, label_dt
     # A validation Augment has zero ranges and probabilities: u is multiplied by 0 or compared
     # against 0, so any values in [0, 1) give the same centre crop.
     u = fn.random.uniform(range=[0.0, 1.0], shape=[NUM_DRAWS], seed=0)
-    image, label, anchor = place(image, label, height, width, u, aug)
+    image, label, anchor = place(image, label, crop_map(height, width, u, aug, DaliMath))
     image, label = pad(image, label, anchor, aug.crop_h, aug.crop_w)
     return finish(image, label, output_dtype)

@@ -8,7 +8,7 @@ import pytest
 
 from data_helpers import jpeg, png, run_dali_train_graph
 from mseg_fast.constants import IMAGENET_MEAN, IMAGENET_STD
-from mseg_fast.data.geometry import NUM_DRAWS, Augment
+from mseg_fast.data.geometry import NUM_DRAWS, Augment, crop_map, matrix, source_box, to_opencv
 from mseg_fast.data.mseg_chain import mseg_chain
 from mseg_fast.data.warp_cpu import normalize_chw, warp_sample
 
@@ -122,3 +122,51 @@ def test_equal_min_and_max_give_a_deterministic_crop(photo):
     first = run_dali_train_graph([encoded] * 2, [png(label)] * 2, aug, seed=1)
     second = run_dali_train_graph([encoded] * 2, [png(label)] * 2, aug, seed=2)
     assert np.array_equal(first[0][0], second[0][1]) and np.array_equal(first[1][0], second[1][1])
+
+
+def test_source_box_holds_everything_the_window_reads(photo):
+    """Warping only the source box (the part the DALI graph decodes) gives the crop of the whole image:
+    a box too small would fill the crop's edges with the border colour, off by far more than a level."""
+    image, label, _ = photo
+    rng = np.random.default_rng(5)
+    aug = Augment(short_size=720, crop_h=473, crop_w=593)  # MSeg's ranges: rotations, flips, scales 0.5-2
+    partial = 0
+    for _ in range(24):
+        u = rng.random(NUM_DRAWS)
+        inverse, window, _ = crop_map(float(label.shape[0]), float(label.shape[1]), u, aug)
+        y0, x0, y1, x1 = (int(v) for v in source_box(inverse, window, label.shape[0], label.shape[1]))
+        partial += (y1 - y0) * (x1 - x0) < 0.5 * label.size
+        size = (int(window[1]), int(window[0]))
+        full = cv2.warpAffine(image, to_opencv(matrix(inverse)), size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(1, 2, 3))
+        a, b, c, d, e, f = inverse
+        shifted = to_opencv(matrix((a, b, c - x0, d, e, f - y0)))
+        box = cv2.warpAffine(np.ascontiguousarray(image[y0:y1, x0:x1]), shifted, size,
+                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=(1, 2, 3))
+        # OpenCV's fixed-point coordinates (1/32 pixel) round a shifted map differently: a level at most.
+        difference = np.abs(full.astype(int) - box.astype(int))
+        assert difference.max() <= 1 and difference.mean() < 0.02
+    assert partial >= 6, "the draws include boxes well inside the image"
+
+
+def test_partial_jpeg_decode_is_exact(photo):
+    """DALI's decoders.image_slice returns exactly the pixels of a whole decode (libjpeg-turbo skips the rest)."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    _, _, encoded = photo
+    boxes = [((0, 0), (50, 70)), ((123, 301), (460, 777)), ((333, 17), (719, 1000)), ((7, 9), (8, 10))]
+
+    @pipeline_def(batch_size=len(boxes), num_threads=1, device_id=None)
+    def pipe():
+        data = fn.external_source(source=lambda: [encoded] * len(boxes))
+        start = fn.external_source(source=lambda: [np.array(b[0], np.int32) for b in boxes])
+        end = fn.external_source(source=lambda: [np.array(b[1], np.int32) for b in boxes])
+        return (fn.decoders.image(data, output_type=types.RGB),
+                fn.decoders.image_slice(data, start=start, end=end, axis_names="HW", output_type=types.RGB))
+
+    built = pipe()
+    built.build()
+    wholes, parts = built.run()
+    for k, ((y0, x0), (y1, x1)) in enumerate(boxes):
+        assert np.array_equal(np.array(wholes[k])[y0:y1, x0:x1], np.array(parts[k]))

@@ -131,6 +131,34 @@ def crop_map(height, width, u, aug: Augment, m=NumpyMath) -> tuple[tuple[Any, ..
     return inverse, (win_h, win_w, top, left), p["rotate"]
 
 
+def _span(values: tuple, m) -> tuple:
+    """(min, max) of four values, with the namespace's elementwise functions."""
+    return (m.minimum(m.minimum(values[0], values[1]), m.minimum(values[2], values[3])),
+            m.maximum(m.maximum(values[0], values[1]), m.maximum(values[2], values[3])))
+
+
+def source_box(inverse: tuple, window: tuple, height, width, m=NumpyMath, margin: float = 2.0) -> tuple:
+    """The part of the source a window samples: rows [y0, y1) and columns [x0, x1), in whole pixels.
+
+    The window's corners go through the inverse map; their bounding box grows by `margin` pixels
+    (a bilinear sample reads the next pixel too) and is clipped to the image. Every window point
+    outside the box is outside the image, so decoding only the box (DALI's decoders.image_slice:
+    libjpeg-turbo or nvJPEG skip the rest) and shifting the map by (x0, y0) gives the same crop.
+    """
+    a, b, c, d, e, f = inverse
+    win_h, win_w = window[0], window[1]
+    xs = (c, a * win_w + c, b * win_h + c, a * win_w + b * win_h + c)
+    ys = (f, d * win_w + f, e * win_h + f, d * win_w + e * win_h + f)
+    x_lo, x_hi = _span(xs, m)
+    y_lo, y_hi = _span(ys, m)
+    # Clip to the image; a window entirely outside it (possible only with large rotations) keeps one pixel.
+    x0 = m.minimum(m.maximum(m.floor(x_lo) - margin, 0), width - 1)
+    y0 = m.minimum(m.maximum(m.floor(y_lo) - margin, 0), height - 1)
+    x1 = m.maximum(m.minimum(-m.floor(-x_hi) + margin, width), x0 + 1)
+    y1 = m.maximum(m.minimum(-m.floor(-y_hi) + margin, height), y0 + 1)
+    return y0, x0, y1, x1
+
+
 def describe(height: int, width: int, u, aug: Augment) -> dict[str, float | int | bool]:
     """The drawn parameters as plain numbers (for samples.json)."""
     p = draw(float(height), float(width), np.asarray(u, np.float64), aug)

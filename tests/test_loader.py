@@ -121,3 +121,27 @@ def test_missing_shards_name_the_command(tmp_path):
     cfg = load_config(None, ["dataset=[mapillary-public65-relabeled]", f"shards={tmp_path}", "loader=torch"])
     with pytest.raises(UserError, match="python tools/shard.py --dataset mapillary-public65-relabeled"):
         build_train_loader(cfg)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_kept_batches_are_never_overwritten(demo_shards, workers):
+    """The fallback reuses shared-memory slots only when nothing references them: batches (and views of
+    them) that the caller keeps stay as they were, and dropped batches' slots are used again."""
+    settings = config(demo_shards, f"workers={workers}", "loader=torch")
+    loader = build_train_loader(settings)
+    kept = [next(loader) for _ in range(3)]
+    view = kept[1].images[0, 1]
+    copies = [batch.images.clone() for batch in kept]
+    view_copy = view.clone()
+    for _ in range(12):  # dropped right away: their slots come round again
+        next(loader)
+    assert all(torch.equal(batch.images, copy) for batch, copy in zip(kept, copies))
+    del kept
+    assert torch.equal(view, view_copy)
+    fresh = build_train_loader(settings)
+    expected = [fresh.__next__().images for _ in range(2)]
+    fresh.close()
+    assert torch.equal(view, expected[1][0, 1])
+    pool = len(loader._pool.slots)
+    loader.close()
+    assert pool <= 3 + 2 * max(workers, 1) + 3, f"{pool} slots: dropped batches' slots are not reused"

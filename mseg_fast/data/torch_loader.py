@@ -25,6 +25,7 @@ from mseg_fast.data.batch import Batch
 from mseg_fast.data.geometry import NUM_DRAWS, Augment, resized_size
 from mseg_fast.data.mixing import Stream
 from mseg_fast.data.shardset import ShardSet
+from mseg_fast.data.slots import Slot, SlotPool
 from mseg_fast.data.warp_cpu import normalize_chw, warp_sample
 
 
@@ -102,18 +103,8 @@ def augment(components: dict[str, bytes], u: np.ndarray, spec: LoaderSpec, image
     return normalize_chw(crop, np.dtype(spec.output_dtype), image_out, bgr=True), crop_label
 
 
-def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An empty batch tensor; in a DataLoader worker it lives in shared memory from the start, as
-    torch's own collate does, so that handing a 48 MB batch to the trainer copies nothing."""
-    empty = torch.empty(0, dtype=dtype)
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    storage = empty._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")
-    return empty.new(storage).view(shape)
-
-
 class MixedBatches(Dataset):
-    """Item t = the rank's mixed batch of iteration t, as tensors (in shared memory in a worker)."""
+    """Item (t, slot) = the rank's mixed batch of iteration t, written into the slot's shared memory."""
 
     def __init__(self, spec: LoaderSpec):
         self.spec = spec
@@ -136,16 +127,24 @@ class MixedBatches(Dataset):
                 index = train_index(self.spec.seed, stream, reader.shardset.samples, position)
                 yield stream, reader, index, draws(self.spec.seed, stream, position)
 
-    def __getitem__(self, iteration: int) -> dict[str, torch.Tensor]:
+    def slot_pool(self) -> SlotPool:
+        """Shared-memory slots of this loader's batch shape (slots.py)."""
+        aug, batch = self.spec.aug, sum(stream.batch for stream in self.spec.streams)
+        return SlotPool((batch, 3, aug.crop_h, aug.crop_w), getattr(torch, self.spec.output_dtype),
+                        (batch, aug.crop_h, aug.crop_w), self.label_dtype)
+
+    def __getitem__(self, index: tuple[int, Slot]) -> dict[str, torch.Tensor]:
+        """Iteration t's batch, written into the slot sent with it."""
+        iteration, slot = index
         items = list(self.items(iteration))
-        aug, dtype = self.spec.aug, getattr(torch, self.spec.output_dtype)
-        images = _batch_tensor((len(items), 3, aug.crop_h, aug.crop_w), dtype)
-        labels = _batch_tensor((len(items), aug.crop_h, aug.crop_w), self.label_dtype)
+        images, labels = slot.images, slot.labels
         for k, (stream, reader, index, u) in enumerate(items):
             _, label = augment(reader.read(index), u, self.spec, images[k].numpy())
             labels[k].numpy()[...] = label
         ids = torch.tensor([stream.dataset_id for stream, *_ in items], dtype=torch.int64)
-        return {"images": images, "labels": labels, "dataset_ids": ids}
+        # Aliases, not the slot's own tensors: without a worker process the caller would otherwise hold
+        # the very tensor the pool holds, and its reference count would not show the slot in use.
+        return {"images": images[...], "labels": labels[...], "dataset_ids": ids}
 
 
 def init_worker(_: int) -> None:
@@ -164,13 +163,22 @@ class TorchTrainLoader:
     def __init__(self, spec: LoaderSpec, iteration: int = 0, pin_memory: bool = False):
         self.spec, self.iteration = spec, iteration
         self._batches = MixedBatches(spec)
+        self._pool = self._batches.slot_pool()
+        self._in_flight: dict[int, Slot] = {}  # iteration -> the slot its batch is written into
         # forkserver, not fork: the trainer's process holds threads (DALI, OpenCV, CUDA) whose locks a
         # forked worker would inherit locked (seen here: a hang after a DALI pipeline had run).
-        self._loader = DataLoader(self._batches, batch_size=None, sampler=itertools.count(iteration),
+        self._loader = DataLoader(self._batches, batch_size=None, sampler=self._indices(iteration),
                                   num_workers=spec.workers, worker_init_fn=init_worker, pin_memory=pin_memory,
                                   prefetch_factor=2 if spec.workers else None,
                                   multiprocessing_context="forkserver" if spec.workers else None)
         self._iterator: Iterator | None = None
+
+    def _indices(self, start: int) -> Iterator[tuple[int, Slot]]:
+        """(iteration, slot) pairs; the DataLoader draws them when it sends work, so a slot is taken as
+        late as possible and only when idle."""
+        for iteration in itertools.count(start):
+            slot = self._in_flight[iteration] = self._pool.take()
+            yield iteration, slot
 
     def __iter__(self) -> "TorchTrainLoader":
         return self
@@ -178,7 +186,8 @@ class TorchTrainLoader:
     def __next__(self) -> Batch:
         if self._iterator is None:
             self._iterator = iter(self._loader)
-        arrays = next(self._iterator)
+        arrays = next(self._iterator)  # batches come back in order: this is iteration self.iteration's
+        SlotPool.arrived(self._in_flight.pop(self.iteration))
         self.iteration += 1
         return to_batch(arrays)
 

@@ -57,7 +57,8 @@ def init_weights(model, config: Config, init_from: str | None, log) -> None:
         heads = [k for k in own if k.startswith(model.CLASSIFIER)]
         if any(k in state and state[k].shape != own[k].shape for k in heads):
             state = {**state, **{k: own[k] for k in heads}}
-            log(f"{init_from}: classifier ({', '.join(model.CLASSIFIER)}) re-initialised for {model.num_classes} classes")
+            log(f"{init_from}: classifier ({', '.join(model.CLASSIFIER)}) re-initialised for "
+                f"{model.num_classes} classes")
         load_strict(model, state, init_from)
 
 

@@ -123,7 +123,8 @@ def load_model(path: str | Path) -> HRNet | PSPNet:
         blocks = len({k.split(".")[1] for k in state if k.startswith("layer3.")})
         layers = next((d for d, b in DEPTHS.items() if b[2] == blocks), None)
         if layers is None:
-            raise UserError(f"{path}: PSPNet layer3 has {blocks} blocks, which matches no ResNet depth {sorted(DEPTHS)}")
+            raise UserError(f"{path}: PSPNet layer3 has {blocks} blocks, which matches no ResNet depth "
+                            f"{sorted(DEPTHS)}")
         model = PSPNet(int(state["cls.4.weight"].shape[0]), layers)
     else:
         try:

@@ -48,7 +48,8 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        return torch.cat([x] + [F.interpolate(f(x), size, mode="bilinear", align_corners=True) for f in self.features], 1)
+        pooled = [F.interpolate(f(x), size, mode="bilinear", align_corners=True) for f in self.features]
+        return torch.cat([x] + pooled, 1)
 
 
 class PSPNet(nn.Module):

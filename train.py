@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -23,11 +21,10 @@ from mseg_fast.loader import build_spec, build_train_loader, build_val_batches
 from mseg_fast.models.factory import build_model
 from mseg_fast.models.load import load_imagenet_backbone, load_strict, model_state
 from mseg_fast.train import checkpoint
-from mseg_fast.train.ccsa import ccsa_step
 from mseg_fast.train.distributed import DistInfo, init_distributed, sync_batchnorm
-from mseg_fast.train.loop import RunState, fit, standard_step
-from mseg_fast.train.mgda import mgda_step
+from mseg_fast.train.loop import RunState, fit
 from mseg_fast.train.objective import build_optimizer, derive_max_iters
+from mseg_fast.train.steps import build_step
 
 
 def gather(value, info: DistInfo) -> list:
@@ -36,16 +33,6 @@ def gather(value, info: DistInfo) -> list:
     out = [None] * info.world_size
     dist.all_gather_object(out, value)
     return out
-
-
-def build_step(config: Config) -> Callable:
-    """The step the loop runs: MSeg's, MGDA's or CCSA's (all take the same arguments)."""
-    if config.use_mgda:
-        return mgda_step
-    if config.use_ccsa:
-        return partial(ccsa_step, alpha=config.ccsa_alpha, positives=config.ccsa_pairs, margin=config.ccsa_margin,
-                       aux_weight=config.aux_weight)
-    return partial(standard_step, aux_weight=config.aux_weight)
 
 
 def init_weights(model, config: Config, init_from: str | None, log) -> None:

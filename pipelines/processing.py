@@ -31,15 +31,19 @@ class DaliMath:
         return fn.cast(a < b, dtype=types.FLOAT)
 
 
+def decode_label(labels, device: str, label_dtype: str):
+    """PNG bytes -> label HW1 in its stored width, decoded on the CPU (DALI has no GPU PNG decoder),
+    then moved to `device`."""
+    label = fn.decoders.image(labels, device="cpu", output_type=types.ANY_DATA,
+                              dtype=types.UINT16 if label_dtype == "uint16" else types.UINT8)
+    return label.gpu() if device == "gpu" else label
+
+
 def decode(images, labels, device: str, label_dtype: str):
     """Encoded bytes -> image HWC uint8 RGB, label HW1 (on `device`), and the image size (H, W) floats."""
     shape = fn.cast(fn.peek_image_shape(images), dtype=types.FLOAT)
     image = fn.decoders.image(images, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
-    label = fn.decoders.image(labels, device="cpu", output_type=types.ANY_DATA,
-                              dtype=types.UINT16 if label_dtype == "uint16" else types.UINT8)
-    if device == "gpu":
-        label = label.gpu()
-    return image, label, shape[0], shape[1]
+    return image, decode_label(labels, device, label_dtype), shape[0], shape[1]
 
 
 def centre(image):
@@ -72,11 +76,7 @@ def decode_window(images, labels, device: str, label_dtype: str, u, aug: Augment
     start, end = (fn.cast(fn.stack(*p), dtype=types.INT32) for p in ((y0, x0), (y1, x1)))
     image = fn.decoders.image_slice(images, start=start, end=end, axis_names="HW",
                                     device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
-    label = fn.decoders.image(labels, device="cpu", output_type=types.ANY_DATA,
-                              dtype=types.UINT16 if label_dtype == "uint16" else types.UINT8)
-    if device == "gpu":
-        label = label.gpu()
-    return image, label, (y0, x0), (inverse, window, rotate)
+    return image, decode_label(labels, device, label_dtype), (y0, x0), (inverse, window, rotate)
 
 
 def place(image, label, mapping: tuple, origin: tuple | None = None):

@@ -12,8 +12,8 @@ from mseg_fast.config import Config
 from mseg_fast.data.batch import Batch
 from mseg_fast.loader import build_spec, build_train_loader
 from mseg_fast.models.factory import build_model
-from mseg_fast.train.loop import standard_step
 from mseg_fast.train.objective import build_optimizer
+from mseg_fast.train.steps import build_step
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -28,6 +28,7 @@ def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch
     optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     weights = torch.ones(len(config.dataset), device=device)
+    step = build_step(config)  # the configured step (MSeg's, MGDA's or CCSA's)
     batch_size = sum(s.batch for s in spec.streams)
     loader = build_train_loader(config, device=str(device)) if real else None
     synthetic = Batch(torch.randn(batch_size, 3, config.train_h, config.train_w),
@@ -40,7 +41,7 @@ def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch
         tick = time.perf_counter()
         batch = next(loader).to(device) if real else synthetic
         wait += time.perf_counter() - tick
-        standard_step(model, batch, weights, optimizer, scaler, config.precision)
+        step(model, batch, weights, optimizer, scaler, config.precision)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -23,8 +23,7 @@ import torch
 
 from mseg_fast.constants import IGNORE_LABEL
 from mseg_fast.data.batch import Batch
-from mseg_fast.train.loop import AUTOCAST, StepResult, apply_gradients
-from mseg_fast.train.objective import per_dataset_loss
+from mseg_fast.train.loop import StepResult, apply_gradients, forward, supervised_loss
 
 CHUNK = 1 << 16  # candidate locations drawn per side and round
 MAX_ROUNDS = 64  # a batch where fewer pairs exist gives what it has (counted in the log)
@@ -132,16 +131,12 @@ def alignment_loss(embedding: torch.Tensor, labels: torch.Tensor, domains: torch
 def ccsa_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, precision: str, alpha: float = 0.25,
               positives: int = 100, margin: float = 1.0, aux_weight: float = 0.4) -> StepResult:
     """One CCSA step; the signature of standard_step plus CCSA's settings."""
-    dtype = AUTOCAST[precision]
-    with torch.autocast(batch.images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        outputs = model(batch.images, extras=True)
-    ce, parts = per_dataset_loss(outputs.logits, batch.labels, batch.dataset_ids, weights)
+    outputs = forward(model, batch.images, precision)
+    supervised, ce, aux, parts = supervised_loss(outputs, batch, weights, aux_weight)
     csa, n_pos, n_neg = alignment_loss(outputs.embedding, batch.labels, batch.dataset_ids, positives, margin)
-    loss = alpha * csa + (1 - alpha) * ce
+    loss = alpha * csa + (1 - alpha) * supervised
     terms = {"csa": float(csa.detach()), "ce": float(ce.detach())}
-    if outputs.aux is not None:
-        aux, _ = per_dataset_loss(outputs.aux, batch.labels, batch.dataset_ids, weights)
-        loss = loss + aux_weight * (1 - alpha) * aux
+    if aux is not None:
         terms["aux"] = float(aux.detach())
     terms.update(positives=float(n_pos), negatives=float(n_neg))
     skipped = apply_gradients(loss, optimizer, scaler)

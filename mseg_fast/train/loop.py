@@ -43,19 +43,34 @@ def apply_gradients(loss: torch.Tensor, optimizer, scaler) -> bool:
     return scale_before is not None and scaler.get_scale() < scale_before
 
 
+def forward(model, images: torch.Tensor, precision: str, extras: bool = True):
+    """The network under the precision's autocast: SegOutputs with `extras`, else logits."""
+    dtype = AUTOCAST[precision]
+    with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        return model(images, extras=extras)
+
+
+def supervised_loss(outputs, batch: Batch, weights: torch.Tensor, aux_weight: float
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[int, torch.Tensor]]:
+    """MSeg's per-dataset mean loss on the main head, plus aux_weight x the same on the auxiliary head
+    (PSPNet; HRNet has none).
+
+    Returns:
+        The combined loss, the main and auxiliary terms (None without that head), per-dataset parts.
+    """
+    main, parts = per_dataset_loss(outputs.logits, batch.labels, batch.dataset_ids, weights)
+    if outputs.aux is None:
+        return main, main, None, parts
+    aux, _ = per_dataset_loss(outputs.aux, batch.labels, batch.dataset_ids, weights)
+    return main + aux_weight * aux, main, aux, parts
+
+
 def standard_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, precision: str,
                   aux_weight: float = 0.4) -> StepResult:
     """Forward, MSeg's per-dataset mean loss (plus aux_weight x the auxiliary head's, for PSPNet),
     backward, SGD step."""
-    dtype = AUTOCAST[precision]
-    with torch.autocast(batch.images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        outputs = model(batch.images, extras=True)
-    loss, parts = per_dataset_loss(outputs.logits, batch.labels, batch.dataset_ids, weights)
-    terms = None
-    if outputs.aux is not None:
-        aux, _ = per_dataset_loss(outputs.aux, batch.labels, batch.dataset_ids, weights)
-        terms = {"main": float(loss.detach()), "aux": float(aux.detach())}
-        loss = loss + aux_weight * aux
+    loss, main, aux, parts = supervised_loss(forward(model, batch.images, precision), batch, weights, aux_weight)
+    terms = {"main": float(main.detach()), "aux": float(aux.detach())} if aux is not None else None
     skipped = apply_gradients(loss, optimizer, scaler)
     return StepResult(float(loss.detach()), {k: float(v) for k, v in parts.items()}, skipped, terms=terms)
 

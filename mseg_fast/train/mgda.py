@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from mseg_fast.data.batch import Batch
-from mseg_fast.train.loop import AUTOCAST, StepResult
+from mseg_fast.train.loop import StepResult, forward
 from mseg_fast.train.objective import per_dataset_loss
 
 STOP = 1e-5  # L1 change of the weights that ends the solver
@@ -79,11 +79,9 @@ def mgda_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, pre
     if precision == "fp16":
         raise ValueError("MGDA combines raw gradients; use precision fp32 or bf16 with use_mgda")
     params = [p for p in model.parameters() if p.requires_grad]
-    dtype = AUTOCAST[precision]
     no_sync = model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
     with no_sync:  # gradients are combined by hand below, not averaged by DDP
-        with torch.autocast(batch.images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(batch.images)
+        logits = forward(model, batch.images, precision, extras=False)
         losses = {}
         for dataset_id in batch.dataset_ids.unique().tolist():
             rows = batch.dataset_ids == dataset_id

@@ -15,8 +15,9 @@ $(VENV)/.installed: requirements.txt setup.py
 demo: $(VENV)/.installed
 	$(PY) tools/demo.py --out $(DEMO_OUT)
 
+# tests/leftovers.py fails the run if any process of it outlives it, or it leaves entries in /dev/shm.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) tests/leftovers.py -- $(PY) -m pytest -q tests
 
 bench-shard: $(VENV)/.installed
 	$(PY) tools/bench_shard.py --json bench_out/shard.json

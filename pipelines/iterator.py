@@ -40,7 +40,6 @@ def train_pipes(spec: LoaderSpec, device: str, with_meta: bool = False, checkpoi
         pipe = build_train_pipe(shardset, stream.batch, stream.shard_id, stream.num_shards, spec.aug, spec.blur_kernel,
                                 spec.blur_sigma, device, spec.output_dtype, stream_seed(spec, stream.dataset_id),
                                 threads, spec.shuffle_buffer, with_meta=with_meta, checkpoint=checkpoint)
-        pipe.build()
         pipes.append(pipe)
     return pipes
 
@@ -80,7 +79,6 @@ def dali_val_batches(spec: LoaderSpec, device: str, batch_size: int, whole: bool
         expected = len(val_range(shardset.samples, stream.shard_id, stream.num_shards))
         pipe = build_val_pipe(shardset, batch_size, stream.shard_id, stream.num_shards, spec.aug, whole, device,
                               spec.output_dtype, max(1, spec.workers))
-        pipe.build()
         seen = 0
         while seen < expected:
             image, label = pipe.run()

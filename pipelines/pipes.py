@@ -7,6 +7,7 @@ from nvidia.dali import fn, pipeline_def
 from mseg_fast.data.geometry import Augment
 from mseg_fast.data.shardset import ShardSet
 from pipelines import processing
+from pipelines.codegen import private_codegen_dir
 
 
 def _reader(shardset: ShardSet, shard_id: int, num_shards: int, train: bool, shuffle_buffer: int, with_meta: bool):
@@ -21,7 +22,7 @@ def _reader(shardset: ShardSet, shard_id: int, num_shards: int, train: bool, shu
 def build_train_pipe(shardset: ShardSet, batch: int, shard_id: int, num_shards: int, aug: Augment, blur_kernel: int,
                      blur_sigma: float, device: str, output_dtype: str, seed: int, threads: int, shuffle_buffer: int,
                      with_meta: bool = False, checkpoint: str | None = None):
-    """Training pipeline of one dataset on one rank. Outputs image (CHW), label (HW)[, meta, uniforms]."""
+    """Training pipeline of one dataset on one rank, built. Outputs image (CHW), label (HW)[, meta, uniforms]."""
 
     @pipeline_def(enable_conditionals=True, enable_checkpointing=True)
     def pipe():
@@ -30,13 +31,16 @@ def build_train_pipe(shardset: ShardSet, batch: int, shard_id: int, num_shards: 
                                                        shardset.label_dtype, output_dtype)
         return (image, label, outputs[2], draws) if with_meta else (image, label)
 
-    return pipe(batch_size=batch, num_threads=threads, device_id=0 if device == "gpu" else None, seed=seed,
-                checkpoint=checkpoint)
+    with private_codegen_dir():
+        built = pipe(batch_size=batch, num_threads=threads, device_id=0 if device == "gpu" else None, seed=seed,
+                     checkpoint=checkpoint)
+        built.build()
+    return built
 
 
 def build_val_pipe(shardset: ShardSet, batch: int, shard_id: int, num_shards: int, aug: Augment, whole: bool,
                    device: str, output_dtype: str, threads: int, with_meta: bool = False):
-    """Validation pipeline of one dataset on one rank (no randomness)."""
+    """Validation pipeline of one dataset on one rank (no randomness), built."""
 
     @pipeline_def(enable_conditionals=True)
     def pipe():
@@ -45,4 +49,7 @@ def build_val_pipe(shardset: ShardSet, batch: int, shard_id: int, num_shards: in
                                               output_dtype)
         return (image, label, outputs[2]) if with_meta else (image, label)
 
-    return pipe(batch_size=batch, num_threads=threads, device_id=0 if device == "gpu" else None, seed=0)
+    with private_codegen_dir():
+        built = pipe(batch_size=batch, num_threads=threads, device_id=0 if device == "gpu" else None, seed=0)
+        built.build()
+    return built

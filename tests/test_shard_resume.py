@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from helpers import REPO, demo_args, run_tool
+from leftovers import MarkedRun
 from shard_readers import manifest_of
 
 REPEAT = 20  # the demo list repeated, so that a run lasts long enough to be killed mid-way
@@ -36,18 +36,18 @@ def test_kill_9_then_rerun_matches_uninterrupted(demo_tree, tmp_path):
     run_tool("shard.py", *shard_args(demo_tree, reference, list_path), check=True)
 
     directory = resumed / "universal" / "demo-streets"
-    process = subprocess.Popen([sys.executable, str(REPO / "tools" / "shard.py"), *shard_args(demo_tree, resumed, list_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marked = MarkedRun(tmp_path)
+    process = marked.start([sys.executable, str(REPO / "tools" / "shard.py"), *shard_args(demo_tree, resumed, list_path)])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(directory.glob("*.stats.json"))) < 5:
         time.sleep(0.005)
-    os.kill(process.pid, signal.SIGKILL)
+    os.kill(process.pid, signal.SIGKILL)  # the process alone
     process.wait()
     at_kill = len(list(directory.glob("*.stats.json")))
-    time.sleep(1.5)
+    marked.assert_nothing_left()
     finished = len(list(directory.glob("*.stats.json")))
-    # Each of the 2 workers may complete the shard it holds, then sees its parent gone and exits
-    # (without that check, orphans went on writing dozens of shards and then hung).
+    # A worker may be committing the shard it holds as its parent dies; it exits right after (without that,
+    # orphans went on writing dozens of shards and then hung).
     assert finished - at_kill <= 2, "workers went on writing after their parent was killed"
     assert 5 <= finished < total_shards, "the run was killed mid-way"
     assert not (directory / "manifest.json").exists()

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from helpers import REPO
+from leftovers import MarkedRun
 from mseg_fast.models.factory import build_model
 from mseg_fast.train.objective import derive_max_iters, per_dataset_loss, poly_lr
 
@@ -86,13 +87,16 @@ def test_kill_9_then_resume_auto_reaches_the_same_weights(demo_shards, tmp_path)
     args = ["max_iters=12", "save_every=4", "print_freq=4", "val_every=0"]
     assert train(demo_shards, tmp_path / "straight", *args).returncode == 0
     run = tmp_path / "killed"
-    process = train(demo_shards, run, *args, wait=False)
+    marked = MarkedRun(tmp_path)
+    process = marked.start([sys.executable, str(REPO / "train.py"), CONFIG, f"shards={demo_shards}", f"save_path={run}",
+                            *args])
     pointer = run / "checkpoints" / "latest.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (pointer.exists() and json.loads(pointer.read_text())["iteration"] >= 4):
         time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
+    os.kill(process.pid, signal.SIGKILL)  # the process alone, as the OOM killer does
     process.wait()
+    marked.assert_nothing_left()
     killed_at = json.loads(pointer.read_text())["iteration"]
     assert 4 <= killed_at < 12
     resumed = train(demo_shards, run, *args, "--resume", "auto")

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from mseg_fast.config import Config
 from mseg_fast.data.geometry import NUM_DRAWS
 from mseg_fast.data.mseg_chain import mseg_chain
-from mseg_fast.data.torch_loader import LoaderSpec, SampleReader, decode, init_worker
+from mseg_fast.data.torch_loader import LoaderSpec, SampleReader, decode, worker_init
 from mseg_fast.data.warp_cpu import normalize_chw, warp_sample
 from mseg_fast.loader import build_spec, build_train_loader, dali_stage_pipes
 
@@ -73,7 +73,7 @@ class _Baseline(Dataset):
 
 def baseline_loader(spec: LoaderSpec, mode: str, blur_kernel: int) -> Iterator:
     return iter(DataLoader(_Baseline(spec, mode, blur_kernel), batch_size=None, sampler=range(2**62),
-                           num_workers=spec.workers, worker_init_fn=init_worker, multiprocessing_context="forkserver",
+                           num_workers=spec.workers, worker_init_fn=worker_init(), multiprocessing_context="forkserver",
                            prefetch_factor=2))
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import multiprocessing.util
+import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -27,6 +29,7 @@ from mseg_fast.data.mixing import Stream
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.data.slots import Slot, SlotPool
 from mseg_fast.data.warp_cpu import normalize_chw, warp_sample
+from mseg_fast.lifeline import exit_with
 
 
 @dataclass(frozen=True)
@@ -147,10 +150,18 @@ class MixedBatches(Dataset):
         return {"images": images[...], "labels": labels[...], "dataset_ids": ids}
 
 
-def init_worker(_: int) -> None:
-    """DataLoader worker set-up: one thread each, parallelism comes from the processes."""
+def init_worker(main_pid: int, main_tmp: str, _: int) -> None:
+    """DataLoader worker set-up: one thread each, parallelism comes from the processes; the worker
+    ends when the process that owns the loader ends (lifeline.py: its parent is the forkserver), and
+    then removes multiprocessing's temporary folders (sockets), its own and the dead owner's."""
+    exit_with(main_pid, remove=(main_tmp, multiprocessing.util.get_temp_dir()))
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+
+
+def worker_init() -> Callable[[int], None]:
+    """The `worker_init_fn` for a DataLoader made by this process."""
+    return functools.partial(init_worker, os.getpid(), multiprocessing.util.get_temp_dir())
 
 
 def to_batch(arrays: dict) -> Batch:
@@ -168,7 +179,7 @@ class TorchTrainLoader:
         # forkserver, not fork: the trainer's process holds threads (DALI, OpenCV, CUDA) whose locks a
         # forked worker would inherit locked (seen here: a hang after a DALI pipeline had run).
         self._loader = DataLoader(self._batches, batch_size=None, sampler=self._indices(iteration),
-                                  num_workers=spec.workers, worker_init_fn=init_worker, pin_memory=pin_memory,
+                                  num_workers=spec.workers, worker_init_fn=worker_init(), pin_memory=pin_memory,
                                   prefetch_factor=2 if spec.workers else None,
                                   multiprocessing_context="forkserver" if spec.workers else None)
         self._iterator: Iterator | None = None

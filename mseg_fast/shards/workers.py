@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import multiprocessing.util
 import os
 import queue
 import time
@@ -18,24 +19,19 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from mseg_fast.errors import UserError
-
-
-def _exit_if_orphaned() -> None:
-    """A parent killed with -9 cannot stop us: leave, or we would race its rerun for the files."""
-    parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():
-        os._exit(1)
+from mseg_fast.lifeline import exit_with
 
 
 def _report_progress(events, count: int) -> None:
-    _exit_if_orphaned()
     events.put(("progress", count))
 
 
-def _worker(function: Callable, args: tuple, tasks, events) -> None:
+def _worker(function: Callable, args: tuple, tasks, events, parent: int, parent_tmp: str) -> None:
+    # A parent killed with -9 cannot stop us: leave at once (lifeline.py), or we would race its rerun for
+    # the files; what we were writing has a temporary name that the rerun removes.
+    exit_with(parent, remove=(parent_tmp, multiprocessing.util.get_temp_dir()))
     events.put(("ready", time.monotonic()))  # CLOCK_MONOTONIC is system-wide on Linux
     while (task := tasks.get()) is not None:
-        _exit_if_orphaned()
         try:
             result = function(task, *args, progress=functools.partial(_report_progress, events))
         except BaseException as error:  # noqa: BLE001 - reported to the parent, which decides
@@ -61,7 +57,8 @@ def run_pool(function: Callable, args: tuple, tasks: Sequence[Any], workers: int
     task_queue, events = context.Queue(), context.Queue()
     for task in tasks:
         task_queue.put(task)
-    processes = [context.Process(target=_worker, args=(function, args, task_queue, events), daemon=True)
+    owner = (os.getpid(), multiprocessing.util.get_temp_dir())
+    processes = [context.Process(target=_worker, args=(function, args, task_queue, events, *owner), daemon=True)
                  for _ in range(workers)]
     started = time.monotonic()
     first_ready = None

@@ -31,7 +31,12 @@ def init_distributed() -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # torchrun --max-restarts keeps its store across restarts: a restarted group would read the
+        # dead processes' addresses (gloo: 'connection refused'), so each attempt gets its own keys.
+        store, _, _ = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.PrefixStore(
+            f"mseg-fast/attempt-{attempt}", store), rank=rank, world_size=world)
     return DistInfo(rank, world, local, device)
 
 

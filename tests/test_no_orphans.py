@@ -1,0 +1,78 @@
+"""Nothing outlives a killed run: after `kill -9` of the trainer's process alone (as the OOM killer or a
+pre-emption does it, not its process group), no process of the run is alive within 10 s, and /dev/shm
+and the run's temporary folder hold nothing new. The same for a torchrun rank killed under
+--max-restarts, and for the loader's own processes in tools."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+from leftovers import MarkedRun, marked
+
+CONFIG = str(REPO / "config" / "demo" / "train-tiny.yaml")
+
+
+def wait_for_line(process: subprocess.Popen, text: str) -> str:
+    output = ""
+    while text not in (line := process.stdout.readline()):
+        output += line
+        assert line, f"the run ended before printing {text!r}:\n{output}"
+    return output
+
+
+@pytest.mark.parametrize("loader", ["torch", "dali"])
+def test_kill_9_of_the_trainer_leaves_nothing(demo_shards, tmp_path, loader):
+    run = MarkedRun(tmp_path)
+    process = run.start([sys.executable, str(REPO / "train.py"), CONFIG, f"shards={demo_shards}",
+                         f"save_path={tmp_path / 'run'}", "max_iters=500", "print_freq=1", "val_every=0",
+                         f"loader={loader}", "workers=2"])
+    wait_for_line(process, "iter 2/")
+    helpers = [pid for pid, _ in marked(run.mark) if pid != process.pid]
+    if loader == "torch":  # the forkserver, its two workers and the resource tracker
+        assert len(helpers) >= 3, f"expected loader processes, found {helpers}"
+    os.kill(process.pid, signal.SIGKILL)  # the process alone
+    process.wait()
+    run.assert_nothing_left()
+
+
+def test_killed_torchrun_rank_restarts_and_leaves_nothing(demo_shards, tmp_path):
+    run = MarkedRun(tmp_path)
+    process = run.start([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
+                         "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:29571",
+                         # torchrun's own record of attempts, kept by design; by default a new folder in /tmp.
+                         "--log-dir", str(tmp_path / "torchelastic"), str(REPO / "train.py"), CONFIG, f"shards={demo_shards}",
+                         f"save_path={tmp_path / 'run'}", "max_iters=8", "save_every=2", "print_freq=1",
+                         "val_every=0", "workers=2", "--resume", "auto"])
+    wait_for_line(process, "iter 3/")
+    rank1 = [pid for pid, command in marked(run.mark) if "train.py" in command and "torch.distributed.run" not in command
+             and "multiprocessing" not in command and b"RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
+    assert len(rank1) == 1, marked(run.mark)
+    os.kill(rank1[0], signal.SIGKILL)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output
+    assert "resuming at iteration" in output and "iter 8/8" in output
+    run.assert_nothing_left()
+
+
+@pytest.mark.parametrize("backend", ["torch", "mseg"])
+def test_kill_9_of_bench_loader_leaves_nothing(demo_shards, tmp_path, backend):
+    """The loader's workers serve tools too: bench_loader's fallback and its MSeg-style baseline."""
+    run = MarkedRun(tmp_path)
+    process = run.start([sys.executable, str(REPO / "tools" / "bench_loader.py"), str(REPO / "config" / "demo" / "tiny.yaml"),
+                         "--shards", str(demo_shards), "--backend", backend, "--iters", "100000", "workers=2"])
+    deadline = time.monotonic() + 60
+    while len(marked(run.mark)) < 4 and time.monotonic() < deadline:  # the tool, tracker, forkserver, workers
+        time.sleep(0.1)
+    assert len(marked(run.mark)) >= 4, marked(run.mark)
+    time.sleep(1)  # batches in flight
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    run.assert_nothing_left()

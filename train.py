@@ -17,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from mseg_fast.config import Config, load_config, to_yaml
 from mseg_fast.errors import UserError
 from mseg_fast.eval.validate import report, validate
+from mseg_fast.data.mixing import global_crops
 from mseg_fast.loader import build_spec, build_train_loader, build_val_batches
 from mseg_fast.models.factory import build_model
 from mseg_fast.models.load import load_imagenet_backbone, load_strict, model_state
@@ -47,6 +48,17 @@ def init_weights(model, config: Config, init_from: str | None, log) -> None:
             log(f"{init_from}: classifier ({', '.join(model.CLASSIFIER)}) re-initialised for "
                 f"{model.num_classes} classes")
         load_strict(model, state, init_from)
+
+
+def restore_rng_of_rank(saved, info: DistInfo, log) -> None:
+    """This rank's generators as the checkpoint recorded them (one entry per rank)."""
+    if isinstance(saved, torch.Tensor):  # written before per-rank states: rank 0's CPU generator only
+        saved = [{"cpu": saved}] * info.world_size
+    if len(saved) != info.world_size:
+        log(f"the checkpoint holds the random state of {len(saved)} ranks, this run has {info.world_size}: "
+            f"random streams restart from manual_seed + rank, so the run does not continue exactly")
+        return
+    checkpoint.restore_rng(saved[info.rank], info.device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +97,9 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     class_names, taxonomy_sha = spec.shardsets[0].class_names, spec.shardsets[0].taxonomy_sha256
     torch.manual_seed(config.manual_seed)  # the same initial weights on every rank
     model = build_model(config.arch, len(class_names), config.layers)
+    # From here on each rank draws its own numbers (dropout, CCSA's pairs), as MSeg's independent processes
+    # did; base seed + rank, as the loaders seed their streams.
+    torch.manual_seed(config.manual_seed + info.rank)
     resume_path = checkpoint.find_resume(run_dir, resume) if resume else None
     saved = checkpoint.load(resume_path) if resume_path else None
     if saved:
@@ -107,11 +122,12 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
         optimizer.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
         state = RunState(saved["iteration"], saved["skipped_steps"])
-        torch.set_rng_state(saved["rng"])
+        restore_rng_of_rank(saved["rng"], info, log)
     loader_state = saved["loader"][info.rank] if saved else None
     loader = build_train_loader(config, info.rank, info.world_size, str(info.device), loader_state)
     max_iters = config.max_iters or derive_max_iters(config.num_examples, config.batch_size, len(config.dataset))
-    crops = {s.dataset: s.batch * info.world_size for s in spec.streams}
+    crops = global_crops(list(config.dataset), config.batch_size, info.world_size, config.dataset_weights,
+                         config.dataset_gpu_mapping)
     log(f"run {run_dir}: global batch {config.batch_size} ({info.world_size} ranks), crops per step {crops}, "
         f"{max_iters} iterations, base lr {config.base_lr}, {config.arch} {len(class_names)} classes, "
         f"{config.precision}" + (f", resuming at iteration {state.iteration}" if saved else ""))
@@ -119,11 +135,12 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
 
     def save(current: RunState) -> None:
         loaders = gather(loader.state_dict(), info)
+        rngs = gather(checkpoint.rng_state(info.device), info)
         if info.is_main:
             path = checkpoint.save(run_dir, current.iteration, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "iteration": current.iteration, "skipped_steps": current.skipped_steps, "loader": loaders,
-                "rng": torch.get_rng_state(), "config": to_yaml(config),
+                "rng": rngs, "config": to_yaml(config),
                 "taxonomy": {"num_classes": len(class_names), "sha256": taxonomy_sha}}, config.keep_last, config.keep_every)
             log(f"checkpoint {path}")
 

@@ -216,6 +216,9 @@ def validate(config: Config) -> Config:
             raise UserError(f"{key} must be a probability in [0, 1], got {getattr(config, key)}")
     if config.dataset_weights is not None and len(config.dataset_weights) != len(config.dataset):
         raise UserError(f"dataset_weights has {len(config.dataset_weights)} values for {len(config.dataset)} datasets")
+    if config.use_mgda and config.precision == "fp16":
+        raise UserError("use_mgda combines raw per-dataset gradients, which fp16's loss scaling would distort; "
+                        "set precision=fp32 (MSeg's) or precision=bf16")
     if config.use_ccsa:
         if config.use_mgda:
             raise UserError("use_ccsa and use_mgda replace the same step; set only one of them")

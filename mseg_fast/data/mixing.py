@@ -62,6 +62,15 @@ def plan_streams(datasets: list[str], batch_size: int, world_size: int, rank: in
                         f"(sub-batches {sizes}); raise batch_size or change dataset_weights")
     return [Stream(d, i, b, rank, world_size) for i, (d, b) in enumerate(zip(datasets, sizes))]
 
+def global_crops(datasets: list[str], batch_size: int, world_size: int, weights: list[float] | None = None,
+                 mapping: dict[str, list[int]] | None = None) -> dict[str, int]:
+    """Crops of each dataset in one global batch, over all ranks (the start-up line shows it)."""
+    crops = {d: 0 for d in datasets}
+    for rank in range(world_size):
+        for stream in plan_streams(datasets, batch_size, world_size, rank, weights, mapping):
+            crops[stream.dataset] += stream.batch
+    return crops
+
 
 def plan_val_streams(datasets: list[str], world_size: int, rank: int,
                      mapping: dict[str, list[int]] | None = None) -> list[Stream]:

@@ -181,7 +181,11 @@ class TorchTrainLoader:
         self._loader = DataLoader(self._batches, batch_size=None, sampler=self._indices(iteration),
                                   num_workers=spec.workers, worker_init_fn=worker_init(), pin_memory=pin_memory,
                                   prefetch_factor=2 if spec.workers else None,
-                                  multiprocessing_context="forkserver" if spec.workers else None)
+                                  multiprocessing_context="forkserver" if spec.workers else None,
+                                  # Its own generator: the DataLoader draws a base seed when its iterator
+                                  # starts, which from the global one would shift the trainer's stream
+                                  # (CCSA's pairs) after a resume. Workers ignore that seed (draws() above).
+                                  generator=torch.Generator().manual_seed(spec.seed + spec.rank))
         self._iterator: Iterator | None = None
 
     def _indices(self, start: int) -> Iterator[tuple[int, Slot]]:

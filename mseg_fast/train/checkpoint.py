@@ -54,3 +54,19 @@ def find_resume(run_dir: Path, resume: str) -> Path | None:
 
 def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rng_state(device: torch.device) -> dict:
+    """Every generator a training step draws from on this rank: torch's CPU one and, on a GPU, its CUDA one
+    (dropout on the GPU, CCSA's pairs on the CPU)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    """Put back what `rng_state` captured on the same rank."""
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

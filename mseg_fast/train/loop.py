@@ -25,6 +25,14 @@ class StepResult:
     terms: dict[str, float] | None = None  # the named terms of a composite loss (aux, CCSA's csa and ce)
 
 
+class NonFiniteGradient(FloatingPointError):
+    """A dataset's gradient holds inf or NaN (MGDA checks each before combining them)."""
+
+    def __init__(self, dataset_id: int):
+        super().__init__(f"non-finite gradient of dataset {dataset_id}")
+        self.dataset_id = dataset_id
+
+
 @dataclass
 class RunState:
     """What the loop advances and a checkpoint stores."""
@@ -106,7 +114,11 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
         data_wait += time.perf_counter() - tick
         for group in optimizer.param_groups:  # step n uses lr(n - 1), as MSeg's schedule; PSPNet's heads x10
             group["lr"] = poly_lr(base_lr, state.iteration, max_iters, power) * group.get("lr_mult", 1.0)
-        result = step(model, batch, weights, optimizer, scaler, precision)
+        try:
+            result = step(model, batch, weights, optimizer, scaler, precision)
+        except NonFiniteGradient as error:
+            raise FloatingPointError(f"non-finite gradient of dataset {dataset_names[error.dataset_id]} at iteration "
+                                     f"{state.iteration + 1}; lower base_lr or check that dataset's data") from None
         if not math.isfinite(result.loss) and precision != "fp16":
             raise FloatingPointError(f"non-finite loss ({result.loss}) at iteration {state.iteration + 1}; "
                                      f"lower base_lr or check the data of this batch")

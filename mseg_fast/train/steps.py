@@ -14,7 +14,7 @@ from mseg_fast.train.mgda import mgda_step
 def build_step(config: Config) -> Callable:
     """`step(model, batch, weights, optimizer, scaler, precision) -> StepResult` with the config's settings."""
     if config.use_mgda:
-        return mgda_step
+        return partial(mgda_step, aux_weight=config.aux_weight)
     if config.use_ccsa:
         return partial(ccsa_step, alpha=config.ccsa_alpha, positives=config.ccsa_pairs, margin=config.ccsa_margin,
                        aux_weight=config.aux_weight)

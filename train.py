@@ -18,7 +18,7 @@ from mseg_fast.config import Config, load_config, to_yaml
 from mseg_fast.errors import UserError
 from mseg_fast.eval.validate import report, validate
 from mseg_fast.data.mixing import global_crops
-from mseg_fast.loader import build_spec, build_train_loader, build_val_batches
+from mseg_fast.loader import build_spec, build_train_loader, build_val_batches, choose_backend, loader_summary
 from mseg_fast.models.factory import build_model
 from mseg_fast.models.load import load_imagenet_backbone, load_strict, model_state
 from mseg_fast.train import checkpoint
@@ -124,13 +124,18 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
         state = RunState(saved["iteration"], saved["skipped_steps"])
         restore_rng_of_rank(saved["rng"], info, log)
     loader_state = saved["loader"][info.rank] if saved else None
-    loader = build_train_loader(config, info.rank, info.world_size, str(info.device), loader_state)
+    loader = build_train_loader(config, info.rank, info.world_size, str(info.device), loader_state,
+                                info.local_world_size)
     max_iters = config.max_iters or derive_max_iters(config.num_examples, config.batch_size, len(config.dataset))
     crops = global_crops(list(config.dataset), config.batch_size, info.world_size, config.dataset_weights,
                          config.dataset_gpu_mapping)
     log(f"run {run_dir}: global batch {config.batch_size} ({info.world_size} ranks), crops per step {crops}, "
         f"{max_iters} iterations, base lr {config.base_lr}, {config.arch} {len(class_names)} classes, "
         f"{config.precision}" + (f", resuming at iteration {state.iteration}" if saved else ""))
+    train_spec = build_spec(config, info.rank, info.world_size, device=str(info.device),
+                            local_ranks=info.local_world_size)
+    log(loader_summary(config, train_spec, choose_backend(config, str(info.device)), str(info.device),
+                       info.local_world_size))
     weights = torch.tensor(config.dataset_weights or [1.0] * len(config.dataset), device=info.device)
 
     def save(current: RunState) -> None:
@@ -153,7 +158,8 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
             writer.flush()
 
     def evaluate(current: RunState) -> None:
-        batches = build_val_batches(config, info.rank, info.world_size, str(info.device), config.val_batch_size)
+        batches = build_val_batches(config, info.rank, info.world_size, str(info.device), config.val_batch_size,
+                                    info.local_world_size)
         matrices = validate(model, batches, len(class_names), len(config.dataset), info.device)
         if info.is_main:
             lines, scalars = report(matrices, list(config.dataset), class_names, current.iteration, run_dir / "val")

@@ -38,8 +38,9 @@ class Config:
     use_naive_taxonomy: bool = False
     dataset_weights: list[float] | None = None  # per-dataset share of each batch; equal by default
     dataset_gpu_mapping: dict[str, list[int]] | None = None  # MSeg's one-dataset-per-rank layout
-    loader: Literal["dali", "torch"] | None = None  # None: DALI when installed, else torch
-    workers: int = 2  # loader threads (DALI) or worker processes (torch) per rank
+    loader: Literal["dali", "torch"] | None = None  # None: DALI when training on CUDA, else torch (README)
+    workers: int | None = None  # loader threads (DALI) or worker processes (torch) per rank; None: its cores
+    jpeg_decode: Literal["auto", "window", "whole"] = "auto"  # DALI: decode the crop's box, or all then slice
     shuffle_buffer: int = 256  # DALI reader's shuffle buffer, per dataset
     val_split: str = "val"
     # Augmentation: MSeg's values, kept once, in geometry.Augment.

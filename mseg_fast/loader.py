@@ -6,7 +6,10 @@ DALI is imported here only, inside its branch, so `import mseg_fast` works witho
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Iterator
+
+import torch
 
 from mseg_fast.config import Config
 from mseg_fast.data.batch import Batch
@@ -26,19 +29,73 @@ def dali_available() -> bool:
         return False
 
 
-def dali_device(device: str) -> str:
-    """The DALI graph's device for a torch device name: 'gpu' for cuda, else 'cpu'."""
-    return "gpu" if str(device).startswith("cuda") else "cpu"
+def dali_target(device: str) -> tuple[str, int | None]:
+    """The DALI graph's device and device_id for a torch device name: 'cuda:N' -> ('gpu', N), a bare
+    'cuda' -> the current CUDA device, anything else -> ('cpu', None). Every pipeline of a rank is built
+    on its rank's GPU, not on GPU 0."""
+    target = torch.device(device)
+    if target.type != "cuda":
+        return "cpu", None
+    if not torch.cuda.is_available():
+        raise UserError(f"device {device}: no CUDA device is available on this machine; use --device cpu")
+    return "gpu", target.index if target.index is not None else torch.cuda.current_device()
 
 
-def choose_backend(config: Config) -> str:
-    """`loader` from the config, or DALI when it is installed; a missing DALI is an error, not a fallback."""
+def choose_backend(config: Config, device: str = "cpu") -> str:
+    """`loader` from the config; otherwise DALI when training on CUDA (its GPU graph), else the torch
+    fallback: on a CPU the DALI CPU graph is about half as fast as the fallback (README). An explicit
+    `loader=dali` without DALI installed is an error, not a fallback."""
     if config.loader == "torch":
         return "torch"
     if config.loader == "dali" and not dali_available():
         raise UserError(f"loader: dali needs NVIDIA DALI, which is not installed: {DALI_INSTALL}; "
                         f"or set loader=torch for the CPU fallback")
-    return "dali" if dali_available() else "torch"
+    if config.loader == "dali":
+        return "dali"
+    return "dali" if dali_target(device)[0] == "gpu" and dali_available() else "torch"
+
+
+def cores_per_rank(local_ranks: int = 1) -> int:
+    """The cores this process may run on (its CPU affinity, which a scheduler may restrict), shared by the
+    ranks of this node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, local_ranks))
+
+
+def resolve_workers(config: Config, local_ranks: int = 1) -> int:
+    """Loader threads (DALI) or processes (torch) of one rank: the config's `workers`, else its cores."""
+    if config.workers is not None:
+        if config.workers < 0:
+            raise UserError(f"config key 'workers': {config.workers} is negative; give 0 or more, or leave it unset "
+                            f"(null) to use this rank's cores")
+        return config.workers
+    return cores_per_rank(local_ranks)
+
+
+def window_decode(config: Config, device: str) -> bool:
+    """DALI decodes only the crop's box (`window`) or the whole JPEG and slices the box (`whole`).
+
+    `auto`: window on the CPU, where it was measured faster (+15 %, README); whole on a GPU until
+    tools/gpu_check.py has measured both there: nvImageCodec 0.9's ROI decode (DALI 2.4) is reported to
+    fail on H100/B200 (INTERNAL_ERROR or SIGSEGV), and the whole-image path gives the same pixels.
+    """
+    if config.jpeg_decode != "auto":
+        return config.jpeg_decode == "window"
+    return dali_target(device)[0] == "cpu"
+
+
+def loader_summary(config: Config, spec: LoaderSpec, backend: str, device: str, local_ranks: int = 1) -> str:
+    """The start-up line that says how the loader was set up and why."""
+    source = ("workers from the config" if config.workers is not None
+              else f"{cores_per_rank(local_ranks)} cores for this rank: CPU affinity / {local_ranks} local ranks")
+    if backend == "dali":
+        kind, device_id = dali_target(device)
+        threads = max(1, spec.workers // len(spec.streams))
+        where = f"gpu {device_id}" if kind == "gpu" else "cpu"
+        decode = "crop window" if spec.window_decode else "whole image, then slice"
+        return (f"loader: dali on {where}, {len(spec.streams)} pipelines x {threads} threads ({source}), "
+                f"JPEG decode: {decode}")
+    return f"loader: torch, {spec.workers} worker processes ({source})"
 
 
 def augment_of(config: Config, train: bool) -> Augment:
@@ -49,8 +106,9 @@ def augment_of(config: Config, train: bool) -> Augment:
                    config.crop_type == "rand")
 
 
-def build_spec(config: Config, rank: int, world_size: int, train: bool = True) -> LoaderSpec:
-    """Resolve datasets, shards and augmentation for one rank."""
+def build_spec(config: Config, rank: int, world_size: int, train: bool = True, device: str = "cpu",
+               local_ranks: int = 1) -> LoaderSpec:
+    """Resolve datasets, shards, augmentation and loader workers for one rank."""
     if train:
         streams = plan_streams(config.dataset, config.batch_size, world_size, rank, config.dataset_weights,
                                config.dataset_gpu_mapping)
@@ -63,48 +121,50 @@ def build_spec(config: Config, rank: int, world_size: int, train: bool = True) -
         raise UserError(f"the shards of {', '.join(config.dataset)} were written with different class lists; "
                         f"re-shard them with the same taxonomy TSV")
     return LoaderSpec(tuple(streams), shardsets, augment_of(config, train), config.blur_kernel, config.blur_sigma,
-                      config.manual_seed, config.output_dtype, config.workers, config.shuffle_buffer, rank)
+                      config.manual_seed, config.output_dtype, resolve_workers(config, local_ranks),
+                      config.shuffle_buffer, rank, window_decode(config, device))
 
 
 def build_train_loader(config: Config, rank: int = 0, world_size: int = 1, device: str = "cpu",
-                       state: dict | None = None):
+                       state: dict | None = None, local_ranks: int = 1):
     """An endless iterator of mixed training `Batch`es with `state_dict()` for exact resume.
 
     Args:
-        device: "cpu" or "cuda"; DALI runs its GPU graph on "cuda".
+        device: "cpu" or "cuda[:N]"; DALI runs its GPU graph on that GPU.
         state: a previous loader's `state_dict()` to continue from.
+        local_ranks: ranks on this node (they share its cores).
     """
-    spec = build_spec(config, rank, world_size, train=True)
-    backend = choose_backend(config)
+    spec = build_spec(config, rank, world_size, train=True, device=device, local_ranks=local_ranks)
+    backend = choose_backend(config, device)
     if state is not None and state.get("backend") != backend:
         raise UserError(f"the saved loader state is from the {state.get('backend')} backend, this run uses {backend}; "
                         f"set loader={state.get('backend')} to resume exactly")
     if backend == "dali":
         from pipelines.iterator import DaliTrainLoader
 
-        return DaliTrainLoader(spec, dali_device(device), state)
+        return DaliTrainLoader(spec, *dali_target(device), state)
     return TorchTrainLoader(spec, iteration=state["iteration"] if state else 0, pin_memory=str(device).startswith("cuda"))
 
 
 def build_val_batches(config: Config, rank: int = 0, world_size: int = 1, device: str = "cpu",
-                      batch_size: int = 1) -> Iterator[Batch]:
+                      batch_size: int = 1, local_ranks: int = 1) -> Iterator[Batch]:
     """This rank's validation samples, each once, as `Batch`es (dataset after dataset)."""
-    spec = build_spec(config, rank, world_size, train=False)
+    spec = build_spec(config, rank, world_size, train=False, device=device, local_ranks=local_ranks)
     whole = config.val_crop == "whole"
-    if choose_backend(config) == "dali":
+    if choose_backend(config, device) == "dali":
         from pipelines.iterator import dali_val_batches
 
-        return dali_val_batches(spec, dali_device(device), batch_size, whole)
+        return dali_val_batches(spec, *dali_target(device), batch_size, whole)
     return torch_val_batches(spec, batch_size, whole)
 
 
 def sample_crops(config: Config, count: int, device: str = "cpu") -> list[dict]:
     """The first training crops of rank 0, with source and drawn uniforms (tools/show_batch.py)."""
-    spec = build_spec(config, 0, 1, train=True)
-    if choose_backend(config) == "dali":
+    spec = build_spec(config, 0, 1, train=True, device=device)
+    if choose_backend(config, device) == "dali":
         from pipelines.iterator import dali_sample_crops
 
-        return dali_sample_crops(spec, dali_device(device), count)
+        return dali_sample_crops(spec, *dali_target(device), count)
     return torch_sample_crops(spec, count)
 
 
@@ -112,4 +172,4 @@ def dali_stage_pipes(config: Config, device: str = "cpu") -> dict:
     """DALI pipelines that stop after reading, and after decoding (bench/loader_bench.py)."""
     from pipelines.stages import stage_pipes
 
-    return stage_pipes(build_spec(config, 0, 1, train=True), dali_device(device))
+    return stage_pipes(build_spec(config, 0, 1, train=True, device=device), *dali_target(device))

@@ -14,14 +14,15 @@ from mseg_fast.data.torch_loader import LoaderSpec, pad_batch, val_range
 from pipelines.pipes import build_train_pipe, build_val_pipe
 
 
-def to_torch(tensor_list, device: str) -> torch.Tensor:
+def to_torch(tensor_list, device: str, device_id: int | None = None) -> torch.Tensor:
     """A dense DALI TensorList (CPU or GPU) -> a torch tensor on the same device."""
     tensor = tensor_list.as_tensor()
     if device == "gpu":
         from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-        out = torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device="cuda")
-        feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream())
+        target = torch.device("cuda", device_id)
+        out = torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device=target)
+        feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(target))
         return out
     return torch.from_numpy(np.array(tensor))
 
@@ -31,15 +32,18 @@ def stream_seed(spec: LoaderSpec, dataset_id: int) -> int:
     return spec.seed + spec.rank + 100_003 * dataset_id
 
 
-def train_pipes(spec: LoaderSpec, device: str, with_meta: bool = False, checkpoints: list | None = None) -> list:
-    """One built training pipeline per dataset stream (restored from DALI checkpoints when given)."""
+def train_pipes(spec: LoaderSpec, device: str, device_id: int | None = None, with_meta: bool = False,
+                checkpoints: list | None = None) -> list:
+    """One built training pipeline per dataset stream (restored from DALI checkpoints when given), the
+    rank's threads shared between them."""
     threads = max(1, spec.workers // len(spec.streams))
     pipes = []
     for stream, shardset, checkpoint in zip(spec.streams, spec.shardsets, checkpoints or [None] * len(spec.streams)):
         shardset.check_ranks(stream.num_shards)
         pipe = build_train_pipe(shardset, stream.batch, stream.shard_id, stream.num_shards, spec.aug, spec.blur_kernel,
                                 spec.blur_sigma, device, spec.output_dtype, stream_seed(spec, stream.dataset_id),
-                                threads, spec.shuffle_buffer, with_meta=with_meta, checkpoint=checkpoint)
+                                threads, spec.shuffle_buffer, with_meta=with_meta, checkpoint=checkpoint,
+                                device_id=device_id, window_decode=spec.window_decode)
         pipes.append(pipe)
     return pipes
 
@@ -47,10 +51,10 @@ def train_pipes(spec: LoaderSpec, device: str, with_meta: bool = False, checkpoi
 class DaliTrainLoader:
     """Endless mixed training batches; state = iteration + each pipeline's DALI checkpoint."""
 
-    def __init__(self, spec: LoaderSpec, device: str, state: dict | None = None):
-        self.spec, self.device = spec, device
+    def __init__(self, spec: LoaderSpec, device: str, device_id: int | None = None, state: dict | None = None):
+        self.spec, self.device, self.device_id = spec, device, device_id
         self.iteration = state["iteration"] if state else 0
-        self.pipes = train_pipes(spec, device, checkpoints=state["checkpoints"] if state else None)
+        self.pipes = train_pipes(spec, device, device_id, checkpoints=state["checkpoints"] if state else None)
 
     def __iter__(self) -> "DaliTrainLoader":
         return self
@@ -59,8 +63,8 @@ class DaliTrainLoader:
         images, labels, ids = [], [], []
         for stream, pipe in zip(self.spec.streams, self.pipes):
             image, label = pipe.run()
-            images.append(to_torch(image, self.device))
-            labels.append(to_torch(label, self.device).long())
+            images.append(to_torch(image, self.device, self.device_id))
+            labels.append(to_torch(label, self.device, self.device_id).long())
             ids.append(torch.full((stream.batch,), stream.dataset_id, dtype=torch.int64))
         self.iteration += 1
         return Batch(torch.cat(images), torch.cat(labels), torch.cat(ids))
@@ -72,13 +76,14 @@ class DaliTrainLoader:
         self.pipes = []
 
 
-def dali_val_batches(spec: LoaderSpec, device: str, batch_size: int, whole: bool) -> Iterator[Batch]:
+def dali_val_batches(spec: LoaderSpec, device: str, device_id: int | None, batch_size: int, whole: bool
+                     ) -> Iterator[Batch]:
     """Each of this rank's validation samples once, dataset after dataset; the reader pads the
     last batch with repeats, which are cut off here."""
     for stream, shardset in zip(spec.streams, spec.shardsets):
         expected = len(val_range(shardset.samples, stream.shard_id, stream.num_shards))
         pipe = build_val_pipe(shardset, batch_size, stream.shard_id, stream.num_shards, spec.aug, whole, device,
-                              spec.output_dtype, max(1, spec.workers))
+                              spec.output_dtype, max(1, spec.workers), device_id=device_id)
         seen = 0
         while seen < expected:
             image, label = pipe.run()
@@ -88,15 +93,16 @@ def dali_val_batches(spec: LoaderSpec, device: str, batch_size: int, whole: bool
                 arrays = pad_batch([np.array(image.at(i)) for i in range(keep)], [np.array(label.at(i)) for i in range(keep)])
                 images, labels = torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]).long()
             else:
-                images, labels = to_torch(image, device)[:keep], to_torch(label, device)[:keep].long()
+                images = to_torch(image, device, device_id)[:keep]
+                labels = to_torch(label, device, device_id)[:keep].long()
             seen += keep
             yield Batch(images, labels, torch.full((keep,), stream.dataset_id, dtype=torch.int64))
         del pipe
 
 
-def dali_sample_crops(spec: LoaderSpec, device: str, count: int) -> list[dict]:
+def dali_sample_crops(spec: LoaderSpec, device: str, device_id: int | None, count: int) -> list[dict]:
     """The first `count` training crops, dataset streams interleaved per batch as in training."""
-    pipes = list(zip(spec.streams, train_pipes(spec, device, with_meta=True)))
+    pipes = list(zip(spec.streams, train_pipes(spec, device, device_id, with_meta=True)))
     crops: list[dict] = []
     while len(crops) < count:
         for stream, pipe in pipes:

@@ -32,10 +32,18 @@ class DaliMath:
 
 
 def decode_label(labels, device: str, label_dtype: str):
-    """PNG bytes -> label HW1 in its stored width, decoded on the CPU (DALI has no GPU PNG decoder),
-    then moved to `device`."""
-    label = fn.decoders.image(labels, device="cpu", output_type=types.ANY_DATA,
-                              dtype=types.UINT16 if label_dtype == "uint16" else types.UINT8)
+    """PNG bytes -> label HW1 (uint8, or int16 for 16-bit labels), decoded on the CPU (DALI has no GPU
+    PNG decoder), then moved to `device`.
+
+    Why int16: DALI 2.4's warp_affine has no uint16 kernel (every rotated naive-taxonomy sample failed)
+    and its torch hand-over no uint16 type; naive ids (at most 315) and 255 fit in int16, which warp,
+    resize, slice and the hand-over all support.
+    """
+    if label_dtype == "uint16":
+        label = fn.cast(fn.decoders.image(labels, device="cpu", output_type=types.ANY_DATA, dtype=types.UINT16),
+                        dtype=types.INT16)
+    else:
+        label = fn.decoders.image(labels, device="cpu", output_type=types.ANY_DATA, dtype=types.UINT8)
     return label.gpu() if device == "gpu" else label
 
 
@@ -57,13 +65,15 @@ def centre(image):
                                     output_layout="HWC")
 
 
-def decode_window(images, labels, device: str, label_dtype: str, u, aug: Augment):
-    """Decode only the part of the image that the sample's window reads (labels whole).
+def decode_window(images, labels, device: str, label_dtype: str, u, aug: Augment, window: bool = True):
+    """The part of the image that the sample's window reads (labels whole).
 
     Why: for MSeg's scales above ~0.7 the 713 crop reads a fraction of a 1080p photo, and a
     partial decode (libjpeg-turbo on the CPU, nvJPEG on the GPU) skips IDCT and colour conversion
     of the rest and stops after the last needed row. The box has a margin, so the crop is the same
-    as from the whole image (tests/test_augment.py).
+    as from the whole image (tests/test_augment.py). With `window` False the whole image is decoded
+    and the same box sliced out of it, the same pixels by another way: nvImageCodec's ROI decode is
+    reported to fail on some GPUs (loader.window_decode), and the GPU check measures both.
 
     Returns:
         image (the box), label (whole), the box's origin (y0, x0) in the source, and crop_map's
@@ -74,8 +84,13 @@ def decode_window(images, labels, device: str, label_dtype: str, u, aug: Augment
     inverse, window, rotate = crop_map(height, width, u, aug, DaliMath)
     y0, x0, y1, x1 = source_box(inverse, window, height, width, DaliMath)
     start, end = (fn.cast(fn.stack(*p), dtype=types.INT32) for p in ((y0, x0), (y1, x1)))
-    image = fn.decoders.image_slice(images, start=start, end=end, axis_names="HW",
-                                    device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+    backend = "mixed" if device == "gpu" else "cpu"
+    if window:
+        image = fn.decoders.image_slice(images, start=start, end=end, axis_names="HW", device=backend,
+                                        output_type=types.RGB)
+    else:
+        image = fn.slice(fn.decoders.image(images, device=backend, output_type=types.RGB), start=start, end=end,
+                         axis_names="HW")
     return image, decode_label(labels, device, label_dtype), (y0, x0), (inverse, window, rotate)
 
 
@@ -133,14 +148,14 @@ def finish(image, label, output_dtype: str):
 
 
 def augment_train(images, labels, aug: Augment, blur_kernel: int, blur_sigma: float, device: str, label_dtype: str,
-                  output_dtype: str):
+                  output_dtype: str, window_decode: bool = True):
     """The training graph (MSeg's augmentation, one resampling). Needs enable_conditionals.
 
     Returns:
         image (CHW), label (HW), and the sample's uniforms (for show_batch).
     """
     u = fn.random.uniform(range=[0.0, 1.0], shape=[NUM_DRAWS])
-    image, label, origin, mapping = decode_window(images, labels, device, label_dtype, u, aug)
+    image, label, origin, mapping = decode_window(images, labels, device, label_dtype, u, aug, window_decode)
     image, label, anchor = place(image, label, mapping, origin)
     if blur_drawn(u, aug, DaliMath) > 0.5:
         image = fn.gaussian_blur(image, window_size=blur_kernel, sigma=blur_sigma)  # reflect-101 borders

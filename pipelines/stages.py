@@ -9,7 +9,7 @@ from pipelines import processing
 from pipelines.pipes import _reader
 
 
-def stage_pipes(spec: LoaderSpec, device: str) -> dict:
+def stage_pipes(spec: LoaderSpec, device: str, device_id: int | None = None) -> dict:
     """{stage name: built pipeline} for the first stream: 'read' (bytes), 'decode' (image and label)."""
     stream, shardset = spec.streams[0], spec.shardsets[0]
 
@@ -26,7 +26,7 @@ def stage_pipes(spec: LoaderSpec, device: str) -> dict:
     pipes = {}
     for name, build in (("read", read), ("decode", decode)):
         pipe = build(batch_size=stream.batch, num_threads=max(1, spec.workers),
-                     device_id=0 if device == "gpu" else None, seed=spec.seed)
+                     device_id=device_id if device == "gpu" else None, seed=spec.seed)
         pipe.build()
         pipes[name] = pipe
     return pipes

@@ -20,7 +20,8 @@ def jpeg(array_rgb: np.ndarray) -> np.ndarray:
 
 
 def run_dali_train_graph(images: list[np.ndarray], labels: list[np.ndarray], aug: Augment, seed: int = 0,
-                         label_dtype: str = "uint8") -> tuple[list[np.ndarray], list[np.ndarray]]:
+                         label_dtype: str = "uint8", window_decode: bool = True
+                         ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The training processing graph on encoded bytes from memory, on the CPU."""
     from nvidia.dali import fn, pipeline_def
 
@@ -30,7 +31,7 @@ def run_dali_train_graph(images: list[np.ndarray], labels: list[np.ndarray], aug
     def pipe():
         image = fn.external_source(source=lambda: images, batch=True)
         label = fn.external_source(source=lambda: labels, batch=True)
-        return processing.augment_train(image, label, aug, 5, 1.1, "cpu", label_dtype, "float32")[:2]
+        return processing.augment_train(image, label, aug, 5, 1.1, "cpu", label_dtype, "float32", window_decode)[:2]
 
     built = pipe(batch_size=len(images), num_threads=1, device_id=None, seed=seed)
     built.build()

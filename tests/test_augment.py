@@ -71,8 +71,15 @@ def photo(test_photos):
     return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1].copy(), label, encoded
 
 
-@pytest.mark.parametrize("scale,flip,blur", [(1.3, 1.0, 0.0), (0.6, 0.0, 1.0), (1.8, 1.0, 1.0)])
-def test_pinned_parameters_agree(photo, scale, flip, blur):
+def wide(label: np.ndarray) -> np.ndarray:
+    """The label with ids moved past 255, as the naive taxonomy's 16-bit labels hold them (255 stays ignore)."""
+    return np.where(label == 255, 255, label.astype(np.uint16) + 122).astype(np.uint16)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("scale,flip,blur,rotate", [(1.3, 1.0, 0.0, 1.0), (0.6, 0.0, 1.0, 1.0), (1.8, 1.0, 1.0, 1.0),
+                                                    (0.9, 1.0, 1.0, 0.0)])
+def test_pinned_parameters_agree(photo, scale, flip, blur, rotate, bits):
     """Same crop from the DALI CPU graph, the fallback and a direct run of MSeg's chain.
 
     Tolerances: MSeg resamples two or three times where we resample once, and OpenCV's
@@ -81,11 +88,14 @@ def test_pinned_parameters_agree(photo, scale, flip, blur):
     alike: < 1 level and >= 99.5 %.
     """
     image, label, encoded = photo
+    label = wide(label) if bits == 16 else label
     aug = Augment(short_size=720, crop_h=473, crop_w=593, scale_min=scale, scale_max=scale, rotate_min=7.0,
-                  rotate_max=7.0, rotate_prob=1.0, flip_prob=flip, blur_prob=blur, random_crop=False)
+                  rotate_max=7.0, rotate_prob=rotate, flip_prob=flip, blur_prob=blur, random_crop=False)
     u = np.full(NUM_DRAWS, 0.5)
     ours, ours_label = fallback(image, label, u, aug)
-    crops, crop_labels = run_dali_train_graph([encoded], [png(label)], aug)
+    crops, crop_labels = run_dali_train_graph([encoded], [png(label)], aug,
+                                              label_dtype="uint16" if bits == 16 else "uint8")
+    assert set(np.unique(crop_labels[0]).tolist()) <= set(np.unique(label).tolist()) | {255}
     mseg, mseg_label = mseg_chain(image.astype(np.float32), label, u, aug)
     mseg = normalize_chw(mseg)
     level = np.mean(IMAGENET_STD)  # one 0..255 level in normalised units
@@ -170,3 +180,14 @@ def test_partial_jpeg_decode_is_exact(photo):
     wholes, parts = built.run()
     for k, ((y0, x0), (y1, x1)) in enumerate(boxes):
         assert np.array_equal(np.array(wholes[k])[y0:y1, x0:x1], np.array(parts[k]))
+
+
+def test_whole_image_decode_gives_the_window_decode_pixels(photo):
+    """jpeg_decode=whole (decode all, slice the box: the way around nvImageCodec's ROI decode on some GPUs)
+    gives exactly the crops of jpeg_decode=window, with MSeg's random draws."""
+    _, label, encoded = photo
+    aug = Augment(short_size=720, crop_h=473, crop_w=593)
+    window = run_dali_train_graph([encoded] * 6, [png(label)] * 6, aug, seed=4)
+    whole = run_dali_train_graph([encoded] * 6, [png(label)] * 6, aug, seed=4, window_decode=False)
+    for a, b in zip(window[0] + window[1], whole[0] + whole[1]):
+        assert np.array_equal(a, b)

@@ -211,3 +211,23 @@ def test_mgda_runs_under_torchrun_with_gloo(demo_shards, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("scales demo-streets=") == 2
+
+
+def test_naive_recipe_trains_through_the_dali_graph(real_tree, mseg_api, tmp_path):
+    """The naive taxonomy's 16-bit labels (ids up to 315) through the DALI CPU graph, every sample rotated
+    (DALI's warp has no uint16 kernel: labels travel as int16)."""
+    from helpers import run_tool
+
+    listing = tmp_path / "train.txt"
+    listing.write_text("image/train/img-000001.jpg semseg-label37/train/00000001.png\n"
+                       "image/test/img-000001.jpg semseg-label37/test/00000001.png\n")
+    run_tool("shard.py", "--dataset", "sunrgbd-37", "--taxonomy", "naive", "--data-root", str(real_tree), "--mseg-api",
+             str(mseg_api), "--out", str(tmp_path / "shards"), "--list", str(listing), "--workers", "1", "--no-progress",
+             check=True)
+    command = [sys.executable, str(REPO / "train.py"), str(REPO / "config" / "1080" / "mseg-naive.yaml"),
+               f"shards={tmp_path / 'shards'}", f"save_path={tmp_path / 'run'}", "dataset=[sunrgbd-37]", "loader=dali",
+               "arch=hrnet_w18", "short_size=120", "train_h=89", "train_w=89", "batch_size=2", "max_iters=3",
+               "save_every=3", "print_freq=1", "val_every=0", "rotate_prob=1", "workers=1"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "316 classes" in result.stdout and final_weights(tmp_path / "run")["iteration"] == 3

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mseg = next((r["samples_per_s"] for r in runs if r["backend"] == "mseg"), None)
     print(f"\n{', '.join(config.dataset)}, crop {config.train_h}x{config.train_w}, short side {config.short_size}, "
-          f"{config.workers} workers, {os.cpu_count()} cores")
+          f"{runs[0]['workers']} workers, {os.cpu_count()} cores")
     print(f"{'backend':<8} {'samples/s':>9} {'vs mseg':>8} {'p50 ms':>8} {'p99 ms':>8}   stages (ms/sample)")
     for run in runs:
         ratio = f"{run['samples_per_s'] / mseg:.2f}x" if mseg else "-"

@@ -31,12 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", help="shard root (overrides the config's `shards`)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the pictures")
     parser.add_argument("--n", type=int, default=16, help="how many crops")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda[:N] to run the DALI GPU graph")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)  # key=value may come before or after the options
     try:
         overrides = args.overrides + ([f"shards={args.shards}"] if args.shards else [])
         config = load_config(args.config, overrides)
-        crops = sample_crops(config, args.n)
+        crops = sample_crops(config, args.n, args.device)
+        backend = choose_backend(config, args.device)
         aug = augment_of(config, train=True)
         names = {d: ShardSet.open(config.shards, config.taxonomy(), d, "train").class_names for d in config.dataset}
     except UserError as error:
@@ -55,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                         "source_size": [height, width], "params": describe(height, width, crop["draws"], aug)})
         title = f"{number}: {crop['dataset']} {Path(crop['meta']['image']).name}"
         tiles.append((rgb, label, title, names[crop["dataset"]]))
-    (args.out / "samples.json").write_text(json.dumps({"backend": choose_backend(config), "crops": records}, indent=1))
+    (args.out / "samples.json").write_text(json.dumps({"backend": backend, "device": args.device, "crops": records},
+                                                      indent=1))
     cv2.imwrite(str(args.out / "grid.png"), grid(tiles)[:, :, ::-1])
-    print(f"wrote {len(crops)} crops ({choose_backend(config)} loader) to {args.out}: grid.png, samples.json, "
+    print(f"wrote {len(crops)} crops ({backend} loader on {args.device}) to {args.out}: grid.png, samples.json, "
           f"NNNN_image.png, NNNN_label.png")
     return 0
 

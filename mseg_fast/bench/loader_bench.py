@@ -102,10 +102,10 @@ def torch_stages(spec: LoaderSpec, samples: int = 16) -> dict:
     }
 
 
-def dali_stages(config: Config, iters: int, warmup: int) -> dict:
-    """ms per sample for DALI pipelines that stop after reading and after decoding."""
+def dali_stages(config: Config, iters: int, warmup: int, device: str = "cpu") -> dict:
+    """ms per sample for DALI pipelines that stop after reading and after decoding, on `device`."""
     out = {}
-    for name, pipe in dali_stage_pipes(config).items():
+    for name, pipe in dali_stage_pipes(config, device).items():
         result = time_batches(lambda: len(pipe.run()[0]), iters, warmup)
         out[name] = round(1e3 / result["samples_per_s"], 2)
     return out
@@ -113,8 +113,8 @@ def dali_stages(config: Config, iters: int, warmup: int) -> dict:
 
 def run_backend(config: Config, backend: str, iters: int, warmup: int, device: str = "cpu") -> dict:
     """samples/s, latency and per-stage timings of one backend."""
-    spec = build_spec(config, 0, 1, train=True)
-    result = {"backend": backend, "batch": sum(s.batch for s in spec.streams), "workers": config.workers,
+    spec = build_spec(config, 0, 1, train=True, device=device)
+    result = {"backend": backend, "batch": sum(s.batch for s in spec.streams), "workers": spec.workers,
               "crop": [config.train_h, config.train_w]}
     if backend in ("dali", "torch"):
         loader = build_train_loader(dataclasses.replace(config, loader=backend), device=device)
@@ -130,7 +130,7 @@ def run_backend(config: Config, backend: str, iters: int, warmup: int, device: s
 
         result.update(time_batches(next_batch, iters, warmup))
         loader.close()
-        stages = dali_stages(config, iters, warmup) if backend == "dali" else torch_stages(spec)
+        stages = dali_stages(config, iters, warmup, device) if backend == "dali" else torch_stages(spec)
         if backend == "dali":
             stages["decode"] = round(stages["decode"] - stages["read"], 2)
             stages["augment"] = round(1e3 / result["samples_per_s"] - stages["read"] - stages["decode"], 2)

@@ -43,9 +43,10 @@ class LoaderSpec:
     blur_sigma: float
     seed: int
     output_dtype: str  # float32 | float16
-    workers: int
+    workers: int  # resolved: DALI threads or DataLoader processes of this rank
     shuffle_buffer: int = 256
     rank: int = 0
+    window_decode: bool = True  # DALI: decode only the JPEG box a crop reads (else the whole image, then slice)
 
 
 class SampleReader:

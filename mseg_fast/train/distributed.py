@@ -17,6 +17,7 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    local_world_size: int = 1  # ranks on this node (they share its cores)
 
     @property
     def is_main(self) -> bool:
@@ -37,7 +38,7 @@ def init_distributed() -> DistInfo:
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.PrefixStore(
             f"mseg-fast/attempt-{attempt}", store), rank=rank, world_size=world)
-    return DistInfo(rank, world, local, device)
+    return DistInfo(rank, world, local, device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 class CpuSyncBatchNorm(nn.BatchNorm2d):

@@ -1,0 +1,100 @@
+"""The GPU branch's set-up, checked where the CPU can check it: the rank's GPU for every pipeline, loader
+threads from the cores a rank has, the default loader by training device, tools that run the graph on the
+device they report, the CUDA 13 install extra. GPU-marked twins run where CUDA and DALI are."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+
+import pytest
+import torch
+
+from helpers import REPO, run_tool
+from mseg_fast.config import load_config
+from mseg_fast.errors import UserError
+from mseg_fast.loader import (build_spec, choose_backend, cores_per_rank, dali_available, dali_target, loader_summary,
+                              resolve_workers, window_decode)
+
+CONFIG = str(REPO / "config" / "demo" / "tiny.yaml")
+needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and dali_available()), reason="needs CUDA and DALI")
+
+
+def test_pipelines_take_the_rank_device_from_the_caller():
+    """No pipeline is built on a hard-coded GPU: every builder takes `device_id`, and 'cuda:N' maps to N."""
+    for path in (REPO / "pipelines").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "device_id":
+                assert not isinstance(node.value, ast.Constant) or node.value.value is None, \
+                    f"{path.name}:{node.lineno} builds a pipeline on a fixed GPU"
+            if isinstance(node, ast.IfExp) and isinstance(node.body, ast.Constant) and node.body.value == 0:
+                pytest.fail(f"{path.name}:{node.lineno}: a literal device 0")
+    assert dali_target("cpu") == ("cpu", None)
+    if torch.cuda.is_available():
+        assert dali_target(f"cuda:{torch.cuda.device_count() - 1}") == ("gpu", torch.cuda.device_count() - 1)
+    else:
+        with pytest.raises(UserError, match="no CUDA device"):
+            dali_target("cuda:1")
+
+
+def test_loader_threads_come_from_the_cores_a_rank_has(demo_shards):
+    cores = len(os.sched_getaffinity(0))
+    assert cores_per_rank(1) == cores and cores_per_rank(cores * 2) == 1
+    auto = load_config(REPO / "config" / "demo" / "tiny.yaml", [f"shards={demo_shards}", "loader=dali", "workers=null"])
+    assert auto.workers is None and resolve_workers(auto, 1) == cores
+    spec = build_spec(auto, 0, 1)
+    assert spec.workers == cores
+    line = loader_summary(auto, spec, "dali", "cpu")
+    assert line.startswith("loader: dali on cpu, 3 pipelines x ") and f"{cores} cores for this rank" in line
+    fixed = load_config(REPO / "config" / "demo" / "tiny.yaml", [f"shards={demo_shards}", "workers=6"])
+    assert resolve_workers(fixed, 4) == 6 and "workers from the config" in loader_summary(
+        fixed, build_spec(fixed, 0, 1), "torch", "cpu")
+    with pytest.raises(UserError, match="workers"):
+        resolve_workers(load_config(None, ["workers=-1"]))
+
+
+def test_default_loader_follows_the_training_device():
+    """DALI only where its GPU graph runs; on a CPU the fallback is the faster one. An explicit choice wins."""
+    config = load_config(None, [])
+    assert config.loader is None
+    assert choose_backend(config, "cpu") == "torch"
+    assert choose_backend(load_config(None, ["loader=dali"]), "cpu") == "dali"
+    if torch.cuda.is_available() and dali_available():
+        assert choose_backend(config, "cuda") == "dali"
+
+
+def test_jpeg_decode_default_and_choice():
+    assert window_decode(load_config(None, []), "cpu") is True
+    assert window_decode(load_config(None, ["jpeg_decode=whole"]), "cpu") is False
+    if torch.cuda.is_available():
+        assert window_decode(load_config(None, []), "cuda") is False
+        assert window_decode(load_config(None, ["jpeg_decode=window"]), "cuda") is True
+
+
+def test_tools_refuse_cuda_without_a_gpu(demo_shards, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for tool, extra in (("show_batch.py", ["--out", str(tmp_path / "show")]), ("bench_loader.py", ["--iters", "1"])):
+        result = run_tool(tool, CONFIG, "--shards", str(demo_shards), "--device", "cuda", "loader=dali", *extra)
+        assert result.returncode == 2 and "error: device cuda: no CUDA device" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@needs_gpu
+def test_tools_run_the_gpu_graph(demo_shards, tmp_path):
+    """The GPU twin of the tests above: show_batch and bench_loader build their DALI pipelines on the GPU."""
+    out = tmp_path / "show"
+    run_tool("show_batch.py", CONFIG, "--shards", str(demo_shards), "--out", str(out), "--n", "4", "--device", "cuda",
+             check=True)
+    assert json.loads((out / "samples.json").read_text())["backend"] == "dali"
+    report = tmp_path / "bench.json"
+    run_tool("bench_loader.py", CONFIG, "--shards", str(demo_shards), "--backend", "dali", "--iters", "2",
+             "--device", "cuda", "--json", str(report), check=True)
+    assert json.loads(report.read_text())["machine"]["device"] == "cuda"
+
+
+def test_cuda13_extra_is_offered():
+    setup = (REPO / "setup.py").read_text()
+    assert '"dali-cu13": ["nvidia-dali-cuda130' in setup and '"dali": ["nvidia-dali-cuda120' in setup

@@ -173,3 +173,12 @@ def dali_stage_pipes(config: Config, device: str = "cpu") -> dict:
     from pipelines.stages import stage_pipes
 
     return stage_pipes(build_spec(config, 0, 1, train=True, device=device), *dali_target(device))
+
+
+def run_graph_on_arrays(images: list, labels: list, aug: Augment, blur_kernel: int, blur_sigma: float, device: str,
+                        label_dtype: str, seed: int, window: bool = True) -> tuple[list, list, list]:
+    """Encoded images and labels through the DALI training graph on `device` (differential checks:
+    tools/gpu_check.py, tests). Returns crops, labels and each sample's uniforms."""
+    from pipelines.memory import run_train_graph
+
+    return run_train_graph(images, labels, aug, blur_kernel, blur_sigma, *dali_target(device), label_dtype, seed, window)

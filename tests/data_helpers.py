@@ -23,18 +23,7 @@ def run_dali_train_graph(images: list[np.ndarray], labels: list[np.ndarray], aug
                          label_dtype: str = "uint8", window_decode: bool = True
                          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The training processing graph on encoded bytes from memory, on the CPU."""
-    from nvidia.dali import fn, pipeline_def
+    from mseg_fast.loader import run_graph_on_arrays
 
-    from pipelines import processing
-
-    @pipeline_def(enable_conditionals=True)
-    def pipe():
-        image = fn.external_source(source=lambda: images, batch=True)
-        label = fn.external_source(source=lambda: labels, batch=True)
-        return processing.augment_train(image, label, aug, 5, 1.1, "cpu", label_dtype, "float32", window_decode)[:2]
-
-    built = pipe(batch_size=len(images), num_threads=1, device_id=None, seed=seed)
-    built.build()
-    out_images, out_labels = built.run()
-    return ([np.array(out_images.at(i)) for i in range(len(images))],
-            [np.array(out_labels.at(i)) for i in range(len(images))])
+    crops, crop_labels, _ = run_graph_on_arrays(images, labels, aug, 5, 1.1, "cpu", label_dtype, seed, window_decode)
+    return crops, crop_labels

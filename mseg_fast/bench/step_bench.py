@@ -25,7 +25,10 @@ def peak_memory_gib(device: torch.device) -> float:
 def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch.device) -> dict:
     spec = build_spec(config, 0, 1)
     model = build_model(config.arch, len(spec.shardsets[0].class_names), config.layers).to(device).train()
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay)
+    network = torch.compile(model) if config.compile else model
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     weights = torch.ones(len(config.dataset), device=device)
     step = build_step(config)  # the configured step (MSeg's, MGDA's or CCSA's)
@@ -41,7 +44,7 @@ def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch
         tick = time.perf_counter()
         batch = next(loader).to(device) if real else synthetic
         wait += time.perf_counter() - tick
-        step(model, batch, weights, optimizer, scaler, config.precision)
+        step(network, batch, weights, optimizer, scaler, config.precision)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -50,4 +53,5 @@ def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch
     return {"batches": "real" if real else "synthetic", "samples_per_s": round(iters * batch_size / seconds, 3),
             "step_s": round(seconds / iters, 3), "data_wait_share": round(wait / seconds, 3),
             "peak_memory_gib": round(peak_memory_gib(device), 2), "batch": batch_size, "arch": config.arch,
-            "crop": [config.train_h, config.train_w], "precision": config.precision, "device": str(device)}
+            "crop": [config.train_h, config.train_w], "precision": config.precision, "device": str(device),
+            "channels_last": config.channels_last, "compile": config.compile}

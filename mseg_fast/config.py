@@ -42,6 +42,7 @@ class Config:
     workers: int | None = None  # loader threads (DALI) or worker processes (torch) per rank; None: its cores
     jpeg_decode: Literal["auto", "window", "whole"] = "auto"  # DALI: decode the crop's box, or all then slice
     shuffle_buffer: int = 256  # DALI reader's shuffle buffer, per dataset
+    verify_shards: bool = False  # at start, check every shard's sha256 (else only presence and sizes)
     val_split: str = "val"
     # Augmentation: MSeg's values, kept once, in geometry.Augment.
     short_size: int = _MSEG.short_size
@@ -150,6 +151,27 @@ def _unknown(key: str, where: str) -> UserError:
     return UserError(f"{where}: unknown config key '{key}'.{hint}")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is set twice in one section", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """The parser's complaint with its line and column, without the traceback."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
 def _flatten(raw: dict, path: Path) -> dict:
     known = {f.name for f in dataclasses.fields(Config)}
     flat: dict = {}
@@ -192,9 +214,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
         except FileNotFoundError:
             raise UserError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"config file {path} cannot be read ({error})") from None
+        except yaml.YAMLError as error:
+            raise UserError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: a config is a mapping of keys (sections DATA:, TRAIN:, ...), not "
+                            f"{type(raw).__name__}")
         values = _flatten(raw, path)
         for key in values:
             if key not in _hints():
@@ -206,8 +235,40 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     return build_config(values, str(path or "command line"))
 
 
+# Allowed ranges (inclusive lower bound, and whether it may equal it) of the numeric keys; None values are
+# checked where None is allowed. Checked when the config is read, so a bad value never reaches a step.
+_AT_LEAST = {"batch_size": 1, "train_h": 1, "train_w": 1, "short_size": 1, "save_every": 1, "print_freq": 1,
+             "keep_last": 1, "keep_every": 0, "val_every": 0, "val_batch_size": 1, "num_examples": 1, "max_iters": 1,
+             "workers": 0, "shuffle_buffer": 1, "blur_kernel": 1, "manual_seed": 0, "ccsa_pairs": 1}
+_POSITIVE = ("base_lr", "blur_sigma")
+_NOT_NEGATIVE = ("power", "weight_decay", "aux_weight", "momentum")
+
+
+def _check_ranges(config: Config) -> None:
+    for key, low in _AT_LEAST.items():
+        value = getattr(config, key)
+        if value is not None and value < low:
+            unset = " (or null for the default)" if key in ("max_iters", "workers") else ""
+            raise UserError(f"config key '{key}': {value} is out of range; give an integer >= {low}{unset}")
+    for key in _POSITIVE:
+        if not getattr(config, key) > 0:
+            raise UserError(f"config key '{key}': {getattr(config, key)} must be positive")
+    for key in _NOT_NEGATIVE:
+        if not getattr(config, key) >= 0:
+            raise UserError(f"config key '{key}': {getattr(config, key)} must be >= 0")
+    if config.momentum >= 1:
+        raise UserError(f"config key 'momentum': {config.momentum} must be below 1")
+    if config.dataset_weights is not None and (any(not w >= 0 for w in config.dataset_weights)
+                                               or sum(config.dataset_weights) <= 0):
+        raise UserError(f"config key 'dataset_weights': {config.dataset_weights}: weights are shares of a batch, "
+                        f">= 0 with a positive sum")
+    if config.dataset_gpu_mapping and any(r < 0 for ranks in config.dataset_gpu_mapping.values() for r in ranks):
+        raise UserError(f"config key 'dataset_gpu_mapping': {config.dataset_gpu_mapping} names a negative rank")
+
+
 def validate(config: Config) -> Config:
-    """Cross-key checks."""
+    """Every value within its range, and the cross-key checks."""
+    _check_ranges(config)
     if config.scale_min > config.scale_max or config.scale_min <= 0:
         raise UserError(f"scale_min ({config.scale_min}) must be positive and at most scale_max ({config.scale_max})")
     if config.rotate_min > config.rotate_max:

@@ -109,6 +109,12 @@ def load_extra_datasets(path: Path | None) -> dict[str, ExtraDataset]:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise UserError(f"extra-datasets file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"extra-datasets file {path} cannot be read ({error})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"{path}: not valid YAML: {getattr(error, 'problem', None) or error}{where}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of dataset name -> {{root, names, lists}}")
     extras = {}
@@ -220,8 +226,13 @@ def read_list(path: Path, dataset: str, split: str) -> tuple[list[ListEntry], st
         raise UserError(f"list file {path} for {dataset} split '{split}' does not exist.{hint} "
                         f"Pass --list FILE to use a list of your own.")
     data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not a text list file (byte {error.start} is not UTF-8); a list holds lines "
+                        f"'image_path label_path'") from None
     entries = []
-    for line_no, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:
             continue

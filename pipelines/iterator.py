@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from mseg_fast.data.batch import Batch
-from mseg_fast.data.torch_loader import LoaderSpec, pad_batch, val_range
+from mseg_fast.data.shardset import ShardSet
+from mseg_fast.data.torch_loader import LoaderSpec, locate_damage, pad_batch, val_range
+from mseg_fast.errors import UserError
 from pipelines.pipes import build_train_pipe, build_val_pipe
 
 
@@ -25,6 +27,23 @@ def to_torch(tensor_list, device: str, device_id: int | None = None) -> torch.Te
         feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(target))
         return out
     return torch.from_numpy(np.array(tensor))
+
+
+def run_pipe(pipe, shardset: ShardSet):
+    """`pipe.run()`, a sample that fails to read or decode being a UserError that says where it is.
+
+    DALI's error names the operator, not the sample, so the dataset's shards are checked against their
+    manifest to find it (only after a failure, which ends the run anyway).
+    """
+    try:
+        return pipe.run()
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines()]
+        operator = next((line for line in lines if line.startswith("Error in")), "").rstrip(",")
+        after = lines[lines.index("encountered:") + 1:] if "encountered:" in lines else lines
+        reason = next((line for line in after if line and "no longer valid" not in line), "unknown error")
+        raise UserError(f"{shardset.dataset}/{shardset.split}: DALI failed on a sample ({operator}: {reason}). "
+                        f"{locate_damage(shardset)}") from None
 
 
 def stream_seed(spec: LoaderSpec, dataset_id: int) -> int:
@@ -61,8 +80,8 @@ class DaliTrainLoader:
 
     def __next__(self) -> Batch:
         images, labels, ids = [], [], []
-        for stream, pipe in zip(self.spec.streams, self.pipes):
-            image, label = pipe.run()
+        for stream, shardset, pipe in zip(self.spec.streams, self.spec.shardsets, self.pipes):
+            image, label = run_pipe(pipe, shardset)
             images.append(to_torch(image, self.device, self.device_id))
             labels.append(to_torch(label, self.device, self.device_id).long())
             ids.append(torch.full((stream.batch,), stream.dataset_id, dtype=torch.int64))
@@ -86,7 +105,7 @@ def dali_val_batches(spec: LoaderSpec, device: str, device_id: int | None, batch
                               spec.output_dtype, max(1, spec.workers), device_id=device_id)
         seen = 0
         while seen < expected:
-            image, label = pipe.run()
+            image, label = run_pipe(pipe, shardset)
             keep = min(batch_size, expected - seen)
             if whole:
                 image, label = (image.as_cpu(), label.as_cpu()) if device == "gpu" else (image, label)
@@ -102,11 +121,11 @@ def dali_val_batches(spec: LoaderSpec, device: str, device_id: int | None, batch
 
 def dali_sample_crops(spec: LoaderSpec, device: str, device_id: int | None, count: int) -> list[dict]:
     """The first `count` training crops, dataset streams interleaved per batch as in training."""
-    pipes = list(zip(spec.streams, train_pipes(spec, device, device_id, with_meta=True)))
+    pipes = list(zip(spec.streams, spec.shardsets, train_pipes(spec, device, device_id, with_meta=True)))
     crops: list[dict] = []
     while len(crops) < count:
-        for stream, pipe in pipes:
-            images, labels, metas, draws = (o.as_cpu() if device == "gpu" else o for o in pipe.run())
+        for stream, shardset, pipe in pipes:
+            images, labels, metas, draws = (o.as_cpu() if device == "gpu" else o for o in run_pipe(pipe, shardset))
             for i in range(stream.batch):
                 crops.append({"image": np.array(images.at(i)), "label": np.array(labels.at(i)),
                               "dataset": stream.dataset, "meta": json.loads(bytes(np.array(metas.at(i))).decode()),

@@ -36,6 +36,14 @@ def test_sections_and_overrides(tmp_path):
     (["scale_min=3"], "scale_min (3.0) must be positive and at most scale_max"),
     (["flip_prob=1.5"], "flip_prob must be a probability"),
     (["scale_min"], "is not key=value"),
+    (["max_iters=0"], "'max_iters': 0 is out of range; give an integer >= 1"),
+    (["max_iters=-3"], "'max_iters': -3 is out of range"),
+    (["batch_size=-2"], "'batch_size': -2 is out of range"),
+    (["dataset_weights=[1, -1]"], "'dataset_weights': [1.0, -1.0]"),
+    (["train_h=0"], "'train_h': 0 is out of range"),
+    (["save_every=0"], "'save_every': 0 is out of range"),
+    (["workers=-1"], "'workers': -1 is out of range"),
+    (["base_lr=0"], "'base_lr': 0.0 must be positive"),
 ])
 def test_bad_configs_are_refused(override, message):
     with pytest.raises(UserError) as error:
@@ -68,3 +76,19 @@ def test_recipes_load_with_mseg_lengths():
         assert (cfg.train_h - 1) % 8 == 0 and cfg.arch == "hrnet_w48"
     assert load_config(REPO / "config" / "1080" / "mseg-naive.yaml").taxonomy() == "naive"
     assert load_config(REPO / "config" / "1080" / "single-oracle.yaml").taxonomy() == "self"
+
+
+def test_a_key_twice_in_one_section_and_broken_yaml_are_one_clear_error(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("TRAIN:\n  base_lr: 0.01\n  batch_size: 4\n  base_lr: 0.02\n")
+    with pytest.raises(UserError, match=r"twice.yaml: not valid YAML: key 'base_lr' is set twice in one section "
+                                        r"\(line 4, column 3\)"):
+        load_config(twice)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("TRAIN:\n  base_lr: [0.01\n  batch_size: 4\n")
+    with pytest.raises(UserError, match=r"broken.yaml: not valid YAML: .*\(line \d+, column \d+\)"):
+        load_config(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- base_lr\n")
+    with pytest.raises(UserError, match="a config is a mapping"):
+        load_config(listing)

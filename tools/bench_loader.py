@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mseg_fast.bench.loader_bench import run_backend
 from mseg_fast.config import load_config
-from mseg_fast.errors import UserError
+from mseg_fast.cli import USER_ERRORS, at_least, fail
 from mseg_fast.loader import dali_available
 
 BACKENDS = ("dali", "torch", "mseg", "decode")
@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path)
     parser.add_argument("--shards", help="shard root (overrides the config's `shards`)")
     parser.add_argument("--backend", nargs="+", choices=BACKENDS, help="default: all (dali only where installed)")
-    parser.add_argument("--iters", type=int, default=20, help="timed batches per backend")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--iters", type=at_least(1), default=20, help="timed batches per backend")
+    parser.add_argument("--warmup", type=at_least(0), default=3)
+    parser.add_argument("--repeat", type=at_least(1), default=1,
                         help="time the backends this many times, interleaved, and report the median (noisy machines)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda to time host->device copies")
     parser.add_argument("--json", type=Path)
@@ -51,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"timing {backend} (round {round_number + 1}/{args.repeat}) ...", flush=True)
                 rounds[backend].append(run_backend(config, backend, args.iters, args.warmup, args.device))
         runs = [median_run(rounds[b]) for b in backends]
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return fail(error)
     mseg = next((r["samples_per_s"] for r in runs if r["backend"] == "mseg"), None)
     print(f"\n{', '.join(config.dataset)}, crop {config.train_h}x{config.train_w}, short side {config.short_size}, "
           f"{runs[0]['workers']} workers, {os.cpu_count()} cores")

@@ -16,14 +16,14 @@ import torch
 
 from mseg_fast.bench.step_bench import run_steps
 from mseg_fast.config import load_config
-from mseg_fast.errors import UserError
+from mseg_fast.cli import USER_ERRORS, at_least, fail
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path)
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--iters", type=at_least(1), default=3)
+    parser.add_argument("--warmup", type=at_least(0), default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)
@@ -31,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         runs = [run_steps(config, real, args.iters, args.warmup, device) for real in (False, True)]
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return fail(error)
     print(f"\n{config.arch}, crop {config.train_h}x{config.train_w}, batch {runs[0]['batch']}, {config.precision}, "
           f"{device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})")
     print(f"{'batches':<10} {'samples/s':>9} {'s/step':>7} {'data wait':>9} {'peak GiB':>8}")

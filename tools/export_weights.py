@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from mseg_fast.cli import USER_ERRORS, fail
 from mseg_fast.errors import UserError
 from mseg_fast.models.load import load_model
-from mseg_fast.shards.tarwriter import write_atomic
+from mseg_fast.atomic import write_atomic
 from mseg_fast.train.checkpoint import load
 
 
@@ -26,19 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     try:
+        if args.out.is_dir():
+            raise UserError(f"{args.out} is a folder; give the release file's name, e.g. {args.out / 'model.pth'}")
         saved = load(args.checkpoint)
+        model = load_model(args.checkpoint)  # proves the weights load strictly, before anything is written
         release = {"model": saved["model"], "config": saved.get("config"), "taxonomy": saved.get("taxonomy"),
                    "iteration": saved.get("iteration")}
         buffer = io.BytesIO()
         torch.save(release, buffer)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.out, buffer.getvalue())
-        model = load_model(args.out)  # proves the file loads strictly
-    except (UserError, KeyError) as error:
-        print(f"error: {args.checkpoint}: {error}", file=sys.stderr)
-        return 2
+        write_atomic(args.out, buffer.getvalue())  # a temporary name, removed if the write fails
+    except USER_ERRORS as error:
+        return fail(error)
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, {model.num_classes} classes, "
-          f"HRNet-W{model.width}) from {args.checkpoint} ({args.checkpoint.stat().st_size / 2**20:.1f} MiB)")
+          f"{type(model).__name__}) from {args.checkpoint} ({args.checkpoint.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 

@@ -25,9 +25,10 @@ import torch
 from mseg_fast.bench.gpu_checks import Context, checks, context_from_json, context_to_json
 from mseg_fast.bench.isolated import run_isolated
 from mseg_fast.bench.shard_bench import DATASET, make_tree
+from mseg_fast.cli import USER_ERRORS, at_least, fail
 from mseg_fast.errors import UserError
 from mseg_fast.loader import dali_available
-from mseg_fast.shards.tarwriter import write_atomic
+from mseg_fast.atomic import write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUTS = {"versions": 60, "train_graph": 180, "val_graph": 120, "resume": 120, "throughput": 240, "train": 300}
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "MSEG_TEST_DATA", REPO.parent / "shared" / "mseg-semantic-test-data")), help="mseg-semantic-test-data")
     parser.add_argument("--mseg-api", type=Path, default=Path(os.environ.get(
         "MSEG_API_ROOT", REPO.parent / "shared" / "mseg-api")), help="an mseg-api checkout")
-    parser.add_argument("--samples", type=int, default=0, help="photos to shard (default 48, 16 when dry)")
+    parser.add_argument("--samples", type=at_least(0), default=0, help="photos to shard (default 48, 16 when dry)")
     parser.add_argument("--only", nargs="+", help="run these checks only")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--context", help=argparse.SUPPRESS)
@@ -105,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))
         print(f"preparing shards of real photos in {work} ...", flush=True)
         shards = prepare(work, args.photos, args.mseg_api, args.samples or (16 if args.dry_cpu else 48))
-    except (UserError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return fail(error)
     ctx = Context("cpu" if args.dry_cpu else "cuda", args.dry_cpu, str(args.photos), str(shards), str(work))
     names = [n for n in checks() if not args.only or n in args.only]
     results, start = {}, time.monotonic()

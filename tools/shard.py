@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mseg_fast import datasets
 from mseg_fast.apiroot import find_mseg_api
+from mseg_fast.cli import USER_ERRORS, at_least, fail
 from mseg_fast.errors import UserError
 from mseg_fast.shards.build import ShardOptions, build_shards
 from mseg_fast.shards.convert import ConvertOptions
@@ -46,13 +47,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="use this list instead of mseg-api's; NAME=FILE (repeatable) with several datasets")
     parser.add_argument("--extra-datasets", type=Path, help="YAML file registering datasets of your own")
     parser.add_argument("--tsv", type=Path, help="master TSV to use instead of mseg-api's MSeg_master.tsv")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1, help="processes (default: all cores)")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--samples-per-shard", type=int, help="samples per shard (default 256)")
+    size.add_argument("--samples-per-shard", type=at_least(1), help="samples per shard (default 256)")
     size.add_argument("--shard-size", type=byte_size, help="target shard size, e.g. 500MB")
-    parser.add_argument("--short-size", type=int, help="store images resized to this short side (JPEG, quality 95)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (default 0)")
+    parser.add_argument("--short-size", type=at_least(1), help="store images resized to this short side (JPEG, quality 95)")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the global shuffle (default 0)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad samples, listing them in the manifest")
+    parser.add_argument("--force", action="store_true",
+                        help="rewrite every shard (by default shards whose sources and settings are unchanged are kept)")
     parser.add_argument("--verify", action="store_true", help="only re-check existing shards against the manifest")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         lists = list_overrides(args.list, names)
         api_root = find_mseg_api(args.mseg_api)
         options = ShardOptions(seed=args.seed, samples_per_shard=args.samples_per_shard, shard_size=args.shard_size,
-                               short_size=args.short_size, skip_bad=args.skip_bad, workers=max(1, args.workers))
+                               short_size=args.short_size, skip_bad=args.skip_bad, workers=max(1, args.workers),
+                               force=args.force)
         for name in names:
             spec = datasets.build_spec(name, args.data_root, api_root, extras)
             target = build_target(args.taxonomy, spec, api_root, args.tsv)
@@ -110,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = build_shards(entries, list_path.name, list_sha, convert, args.split,
                                    args.out / args.taxonomy / name, options, show_progress=not args.no_progress)
             print_summary(summary)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return fail(error)
     return 0
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mseg_fast.errors import UserError
-from mseg_fast.shards.tarwriter import read_index
+from mseg_fast.shards.tarwriter import file_sha256, read_index
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class ShardSet:
     class_names: tuple[str, ...]
     label_dtype: str
     taxonomy_sha256: str
+    sizes: tuple[int, ...] = ()  # bytes of each tar, from the manifest
+    sha256s: tuple[str, ...] = ()
 
     @classmethod
     def open(cls, root: str | Path, taxonomy: str, dataset: str, split: str) -> "ShardSet":
@@ -48,10 +50,45 @@ class ShardSet:
                             f"--split {split}")
         entry = manifest["splits"][split]
         components = entry["components"]
-        return cls(dataset, split, tuple(str(directory / s["file"]) for s in entry["shards"]),
-                   tuple(str(directory / s["index"]) for s in entry["shards"]), components["image"],
-                   components["label"], components["meta"], entry["samples"], tuple(manifest["class_names"]),
-                   manifest["label_dtype"], manifest["taxonomy_sha256"])
+        shardset = cls(dataset, split, tuple(str(directory / s["file"]) for s in entry["shards"]),
+                       tuple(str(directory / s["index"]) for s in entry["shards"]), components["image"],
+                       components["label"], components["meta"], entry["samples"], tuple(manifest["class_names"]),
+                       manifest["label_dtype"], manifest["taxonomy_sha256"],
+                       tuple(s["bytes"] for s in entry["shards"]), tuple(s["sha256"] for s in entry["shards"]))
+        shardset.check_files()
+        return shardset
+
+    def check_files(self) -> None:
+        """Cheap start-up check: every shard and index present, every shard of the size the manifest records
+        (a truncated copy or a shard rewritten since fails here, not mid-run in a loader worker)."""
+        verify = f"run `{self.verify_command()}`"
+        for tar, index, size in zip(self.tars, self.indexes, self.sizes):
+            if not Path(index).is_file():
+                raise UserError(f"{index}: the DALI index of {Path(tar).name} is missing; rerun the shard command "
+                                f"that wrote {Path(tar).parent} (it rewrites what is missing), or {verify}")
+            try:
+                actual = Path(tar).stat().st_size
+            except FileNotFoundError:
+                raise UserError(f"{tar}: shard missing; rerun the shard command that wrote it, or {verify}") from None
+            if actual != size:
+                raise UserError(f"{tar}: {actual} bytes, the manifest says {size} (truncated or replaced); rerun the "
+                                f"shard command that wrote it, or {verify}")
+
+    def verify_command(self) -> str:
+        root = Path(self.tars[0]).parents[2] if self.tars else "SHARDS"
+        return f"python tools/shard.py --dataset {self.dataset} --split {self.split} --verify --out {root}"
+
+    def damaged(self) -> list[str]:
+        """The shard files whose sha256 differs from the manifest's."""
+        return [tar for tar, expected in zip(self.tars, self.sha256s) if file_sha256(Path(tar)) != expected]
+
+    def verify_checksums(self) -> None:
+        """The full check (`verify_shards: True`): every shard's sha256 against the manifest."""
+        for tar, expected in zip(self.tars, self.sha256s):
+            if file_sha256(Path(tar)) != expected:
+                raise UserError(f"{tar}: its sha256 differs from the manifest's (the file is damaged); rerun the "
+                                f"shard command that wrote it (it redoes damaged shards), or `{self.verify_command()}` "
+                                f"to list them all")
 
     def check_ranks(self, num_shards: int) -> None:
         """Every rank must own at least one shard file."""
@@ -62,12 +99,13 @@ class ShardSet:
                 f"every rank needs at least one. Re-shard with --samples-per-shard {per_shard} (or smaller), "
                 f"or use fewer ranks.")
 
-    def sample_table(self) -> list[tuple[str, dict[str, tuple[int, int]]]]:
-        """Random access for the torch backend: per sample, its tar and {ext: (offset, size)}."""
+    def sample_table(self) -> list[tuple[str, str, dict[str, tuple[int, int]]]]:
+        """Random access for the torch backend: per sample, its tar, its key and {ext: (offset, size)}."""
         table = []
         for tar, index in zip(self.tars, self.indexes):
             for components in read_index(Path(index)):
-                table.append((tar, {ext: (offset, size) for ext, offset, size, _ in components}))
+                key = components[0][3].split(".")[0] if components else "?"
+                table.append((tar, key, {ext: (offset, size) for ext, offset, size, _ in components}))
         if len(table) != self.samples:
             raise UserError(f"{self.dataset}/{self.split}: the index files list {len(table)} samples, the manifest "
                             f"{self.samples}; run tools/shard.py --verify")

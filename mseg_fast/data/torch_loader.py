@@ -29,6 +29,7 @@ from mseg_fast.data.mixing import Stream
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.data.slots import Slot, SlotPool
 from mseg_fast.data.warp_cpu import normalize_chw, warp_sample
+from mseg_fast.errors import UserError
 from mseg_fast.lifeline import exit_with
 
 
@@ -58,7 +59,7 @@ class SampleReader:
         self._files: dict[str, object] = {}
 
     def read(self, index: int) -> dict[str, bytes]:
-        tar, components = self.table[index]
+        tar, _, components = self.table[index]
         handle = self._files.get(tar)
         if handle is None:
             handle = self._files[tar] = open(tar, "rb")
@@ -66,19 +67,63 @@ class SampleReader:
         for ext, (offset, size) in components.items():
             handle.seek(offset)
             out[ext] = handle.read(size)
+            if len(out[ext]) != size:
+                raise ValueError(f"its .{ext} ends {size - len(out[ext])} bytes early (the shard is truncated)")
         return out
+
+    def damage(self, index: int, error: Exception) -> str:
+        """The error line for a sample that cannot be read or decoded: shard, key, and what to run."""
+        tar, key, _ = self.table[index]
+        return (f"{tar}: sample '{key}' cannot be used ({error}); the shard is damaged or was replaced: check with "
+                f"`{self.shardset.verify_command()}` and rerun the shard command that wrote it (it rewrites damaged "
+                f"shards)")
+
+    def decoded(self, index: int, rgb: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+        """`decode(read(index))`, a damaged sample being a UserError that names it."""
+        try:
+            return decode(self.read(index), rgb)
+        except (ValueError, cv2.error) as error:
+            raise UserError(self.damage(index, error)) from None
 
     def __getstate__(self):  # file handles stay in their process
         return {"shardset": self.shardset, "table": self.table, "_files": {}}
 
 
 def decode(components: dict[str, bytes], rgb: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Image (uint8, RGB or OpenCV's BGR), label and meta of one sample."""
-    image_ext = next(ext for ext in components if ext in ("jpg", "png"))
+    """Image (uint8, RGB or OpenCV's BGR), label and meta of one sample.
+
+    Raises:
+        ValueError: the image or the label does not decode.
+    """
+    image_ext = next((ext for ext in components if ext in ("jpg", "png")), None)
+    if image_ext is None or "label.png" not in components:
+        raise ValueError(f"it lacks a component (has {', '.join(components)})")
     image = cv2.imdecode(np.frombuffer(components[image_ext], np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"its .{image_ext} does not decode")
     label = cv2.imdecode(np.frombuffer(components["label.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+    if label is None or label.ndim != 2:
+        raise ValueError("its .label.png does not decode to a single-channel label map")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb else image
     return image, label, json.loads(components.get("json", b"{}"))
+
+
+def locate_damage(shardset: ShardSet) -> str:
+    """Where a dataset's damage is, for an error line when a decoder failed without naming the sample (DALI):
+    the first shard whose checksum differs from the manifest and, in it, the first sample that fails."""
+    damaged = shardset.damaged()
+    if not damaged:
+        return (f"Every shard of {shardset.dataset}/{shardset.split} matches its manifest, so the source data was bad "
+                f"when sharded; find the sample with `python tools/show_batch.py ... loader=torch`")
+    reader = SampleReader(shardset)
+    for index, (tar, _, _) in enumerate(reader.table):
+        if tar == damaged[0]:
+            try:
+                decode(reader.read(index))
+            except (ValueError, cv2.error) as error:
+                return reader.damage(index, error)
+    return (f"{damaged[0]} differs from its manifest (and {len(damaged) - 1} more shards); rerun the shard command "
+            f"that wrote it, or `{shardset.verify_command()}` to list them")
 
 
 def draws(seed: int, stream: Stream, position: int) -> np.ndarray:
@@ -138,12 +183,16 @@ class MixedBatches(Dataset):
                         (batch, aug.crop_h, aug.crop_w), self.label_dtype)
 
     def __getitem__(self, index: tuple[int, Slot]) -> dict[str, torch.Tensor]:
-        """Iteration t's batch, written into the slot sent with it."""
+        """Iteration t's batch, written into the slot sent with it; {"error": line} for a damaged sample
+        (returned, not raised: DataLoader would wrap the exception in its own traceback text)."""
         iteration, slot = index
         items = list(self.items(iteration))
         images, labels = slot.images, slot.labels
         for k, (stream, reader, index, u) in enumerate(items):
-            _, label = augment(reader.read(index), u, self.spec, images[k].numpy())
+            try:
+                _, label = augment(reader.read(index), u, self.spec, images[k].numpy())
+            except (ValueError, cv2.error) as error:
+                return {"error": reader.damage(index, error)}
             labels[k].numpy()[...] = label
         ids = torch.tensor([stream.dataset_id for stream, *_ in items], dtype=torch.int64)
         # Aliases, not the slot's own tensors: without a worker process the caller would otherwise hold
@@ -203,6 +252,8 @@ class TorchTrainLoader:
         if self._iterator is None:
             self._iterator = iter(self._loader)
         arrays = next(self._iterator)  # batches come back in order: this is iteration self.iteration's
+        if "error" in arrays:
+            raise UserError(arrays["error"])
         SlotPool.arrived(self._in_flight.pop(self.iteration))
         self.iteration += 1
         return to_batch(arrays)
@@ -228,7 +279,7 @@ def torch_val_batches(spec: LoaderSpec, batch_size: int, whole: bool) -> Iterato
         for start in range(0, len(indices), batch_size):
             images, labels = [], []
             for index in indices[start:start + batch_size]:
-                image, label, _ = decode(reader.read(index))
+                image, label, _ = reader.decoded(index)
                 aug = spec.aug
                 if whole:  # the crop is the resized image itself
                     new_h, new_w = (int(v) for v in resized_size(float(label.shape[0]), float(label.shape[1]),
@@ -259,8 +310,11 @@ def torch_sample_crops(spec: LoaderSpec, count: int) -> list[dict]:
     crops: list[dict] = []
     for iteration in itertools.count():
         for stream, reader, index, u in batches.items(iteration):
-            components = reader.read(index)
-            image, label = augment(components, u, spec)
+            try:
+                components = reader.read(index)
+                image, label = augment(components, u, spec)
+            except (ValueError, cv2.error) as error:
+                raise UserError(reader.damage(index, error)) from None
             meta = json.loads(components.get("json", b"{}"))
             crops.append({"image": image, "label": label, "dataset": stream.dataset, "meta": meta, "draws": u})
             if len(crops) == count:

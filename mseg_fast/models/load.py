@@ -75,7 +75,7 @@ def load_imagenet_backbone(model: HRNet | PSPNet, path: str | Path) -> str:
     Returns:
         A one-line summary of what was loaded.
     """
-    state = strip_prefix(_read(path))
+    state = strip_prefix(read_weights_file(path))
     if isinstance(model, PSPNet):
         classifier, heads = ("fc.",), PSP_HEAD_PREFIXES
         state = {_deep_base_key(k): v for k, v in state.items()}
@@ -95,12 +95,29 @@ def load_imagenet_backbone(model: HRNet | PSPNet, path: str | Path) -> str:
             f"{head} head tensors ({', '.join(p + '*' for p in heads)}) keep their initialisation")
 
 
-def _read(path: str | Path) -> dict:
+def read_weights_file(path: str | Path) -> dict:
+    """A file torch.save wrote (checkpoint, release or ImageNet weights), read as data only (weights_only:
+    a checkpoint must not run code when read).
+
+    Raises:
+        UserError: missing, a folder, truncated, or not a torch file; never torch's own advice to unpickle
+            arbitrary code.
+    """
     try:
-        # weights_only: a checkpoint is data, and must not run code when read.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist") from None
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a weights file") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file; all mean the same
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        if "weights_only" in reason or "Weights only" in reason:
+            reason = "it holds objects other than tensors and plain data"
+        raise UserError(f"{path}: not a readable weights file (truncated, or not written by torch.save: {reason})"
+                        ) from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: holds a {type(loaded).__name__}, not a dictionary of weights")
+    return loaded
 
 
 def model_state(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -118,7 +135,7 @@ def load_model(path: str | Path) -> HRNet | PSPNet:
     from layer3's block count; classes from the head). The returned module's forward takes
     normalised NCHW images and returns logits at the input resolution.
     """
-    state = model_state(_read(path))
+    state = model_state(read_weights_file(path))
     if "cls.4.weight" in state:
         blocks = len({k.split(".")[1] for k in state if k.startswith("layer3.")})
         layers = next((d for d, b in DEPTHS.items() if b[2] == blocks), None)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 import mseg_fast
 from mseg_fast.constants import IGNORE_LABEL
 from mseg_fast.datasets import ListEntry
+from mseg_fast.errors import UserError
 from mseg_fast.shards import manifest as manifest_io
 from mseg_fast.shards.convert import LABEL_EXT, META_EXT, ConvertOptions
 from mseg_fast.shards.plan import ShardPlan, make_plan
@@ -42,6 +43,7 @@ class ShardOptions:
     jpeg_quality: int = 95
     skip_bad: bool = False
     workers: int = 1
+    force: bool = False  # rewrite every shard, even those that match their sources
 
 
 @dataclass
@@ -60,6 +62,7 @@ class BuildSummary:
     startup_seconds: float = 0.0  # until the first worker process was ready (0 without workers)
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     dropped_splits: list[str] = field(default_factory=list)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, line it repeats) of repeated pairs
 
 
 def _run(todo: list[ShardPlan], directory: Path, split: str, options: ConvertOptions, skip_bad: bool,
@@ -83,6 +86,19 @@ def _remove_split_files(directory: Path, split: str, keep: int | None = None) ->
             path.unlink(missing_ok=True)
 
 
+def duplicate_pairs(entries: list[ListEntry]) -> list[tuple[int, int]]:
+    """(line, earlier line) for every list line that names an image/label pair already named."""
+    first: dict[tuple[str, str], int] = {}
+    repeats = []
+    for entry in entries:
+        pair = (entry.image, entry.label)
+        if pair in first:
+            repeats.append((entry.line_no, first[pair]))
+        else:
+            first[pair] = entry.line_no
+    return repeats
+
+
 def _stats(values: list[int]) -> dict:
     if not values:
         return {"min": None, "max": None, "mean": None}
@@ -90,7 +106,7 @@ def _stats(values: list[int]) -> dict:
 
 
 def _split_entry(directory: Path, plans: list[ShardPlan], split: str, target: Target, list_name: str,
-                 list_sha256: str, settings: dict) -> dict:
+                 list_sha256: str, settings: dict, duplicates: list[tuple[int, int]]) -> dict:
     shards, sizes, exts, skipped = [], [], set(), []
     class_pixels = np.zeros(target.num_classes, np.int64)
     ignore_pixels = 0
@@ -114,6 +130,8 @@ def _split_entry(directory: Path, plans: list[ShardPlan], split: str, target: Ta
         "class_pixels": class_pixels.tolist(),
         "ignore_pixels": ignore_pixels,
         "skipped": skipped,
+        # A pair named twice is sharded twice (the list's weighting is kept), and said so.
+        "duplicate_pairs": len(duplicates),
         "settings": settings,
     }
 
@@ -153,7 +171,7 @@ def build_shards(entries: list[ListEntry], list_name: str, list_sha256: str, con
     digest_settings = {**settings, **common_fields(convert.dataset, convert.target), "list_sha256": list_sha256}
     plans = make_plan(entries, options.seed, options.samples_per_shard, options.shard_size, convert.data_dir,
                       digest_settings)
-    _remove_split_files(directory, split, keep=len(plans))
+    _remove_split_files(directory, split, keep=0 if options.force else len(plans))
     todo = [plan for plan in plans if not is_done(directory, plan, split)]
     summary = BuildSummary(directory, split, shards_reused=len(plans) - len(todo), shards_written=len(todo))
     summary.samples_converted = sum(len(plan.jobs) for plan in todo)
@@ -167,10 +185,19 @@ def build_shards(entries: list[ListEntry], list_name: str, list_sha256: str, con
         manifest_io.update_split(directory, common_fields(convert.dataset, convert.target), split, None)
         raise
     bar.close()
-    entry = _split_entry(directory, plans, split, convert.target, list_name, list_sha256, settings)
+    duplicates = duplicate_pairs(entries)
+    entry = _split_entry(directory, plans, split, convert.target, list_name, list_sha256, settings, duplicates)
+    if entry["samples"] == 0:
+        _remove_split_files(directory, split)
+        manifest_io.update_split(directory, common_fields(convert.dataset, convert.target), split, None)
+        reasons = "; ".join(f"{s.get('image', s)}: {s.get('reason', '')}" for s in entry["skipped"][:3])
+        raise UserError(f"{convert.dataset}/{split}: every one of the {len(entry['skipped'])} samples was skipped as "
+                        f"bad, so no shard was written (first: {reasons}). Fix the data or the list, or check "
+                        f"--data-root")
     summary.dropped_splits = manifest_io.update_split(directory, common_fields(convert.dataset, convert.target),
                                                       split, entry)
     summary.samples, summary.skipped = entry["samples"], len(entry["skipped"])
+    summary.duplicates = duplicates
     summary.bytes_written = sum(s["bytes"] for s in entry["shards"])
     summary.seconds = time.perf_counter() - started
     return summary

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mseg_fast.errors import UserError
-from mseg_fast.shards.tarwriter import file_sha256, read_index, write_atomic
+from mseg_fast.atomic import write_atomic
+from mseg_fast.shards.tarwriter import file_sha256, read_index
 
 MANIFEST = "manifest.json"
 FORMAT = "mseg-fast-shards"

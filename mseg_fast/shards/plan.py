@@ -75,16 +75,28 @@ def cut(jobs: list[SampleJob], samples_per_shard: int | None, shard_size: int | 
     return groups
 
 
+def source_identity(data_dir: Path, relative: str) -> str:
+    """What a shard was made from, per source file: size and modification time (ns); a rerun after the
+    file changed, or with another data root, rewrites the shard instead of reusing it."""
+    try:
+        stat = (data_dir / relative).stat()
+    except OSError:
+        return "missing"  # reported, with its name, when the sample is converted
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def make_plan(entries: Sequence[ListEntry], seed: int, samples_per_shard: int | None, shard_size: int | None,
               data_dir: Path, settings: dict) -> list[ShardPlan]:
-    """The full plan. `settings` (tool version, taxonomy hash, options...) enters every digest,
-    so changing any of them invalidates earlier shards."""
+    """The full plan. `settings` (tool version, taxonomy hash, options...), the resolved data folder, and
+    each sample's list line and source files' identities enter the digests, so changing any of them
+    invalidates the shards they shape."""
     groups = cut(shuffled_jobs(entries, seed), samples_per_shard, shard_size, data_dir)
-    base = json.dumps(settings, sort_keys=True)
+    base = json.dumps({**settings, "data_dir": str(Path(data_dir).resolve())}, sort_keys=True)
     plans = []
     for number, group in enumerate(groups):
         digest = hashlib.sha256(base.encode())
         for job in group:
-            digest.update(f"\n{job.key} {job.image} {job.label}".encode())
+            digest.update(f"\n{job.line_no} {job.key} {job.image} {job.label} {source_identity(data_dir, job.image)} "
+                          f"{source_identity(data_dir, job.label)}".encode())
         plans.append(ShardPlan(number, tuple(group), digest.hexdigest()))
     return plans

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from mseg_fast.shards.build import CODEC_STAGES, BuildSummary
@@ -26,6 +27,11 @@ def print_summary(summary: BuildSummary) -> None:
         print(f"  worker time: {shares}; label codecs {100 * codec_share(summary):.0f}%")
     if summary.skipped:
         print(f"  skipped samples are listed in {summary.directory / MANIFEST} under splits.{summary.split}.skipped")
+    if summary.duplicates:
+        examples = ", ".join(f"line {line} repeats line {first}" for line, first in summary.duplicates[:3])
+        print(f"warning: {len(summary.duplicates)} list lines name an image/label pair already listed ({examples}); "
+              f"each is sharded as often as it is listed (manifest: splits.{summary.split}.duplicate_pairs)",
+              file=sys.stderr)
     for split in summary.dropped_splits:
         print(f"  note: split '{split}' was sharded with other settings (taxonomy/TSV/version) and was dropped "
               f"from the manifest; shard it again")

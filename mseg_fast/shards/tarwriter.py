@@ -11,33 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 from pathlib import Path
 
+from mseg_fast.atomic import fsync_and_rename, tmp_name
+
 INDEX_VERSION = "v1.2"
 _TAR_BLOCK = 512
-
-
-def tmp_name(path: Path) -> Path:
-    """Temporary sibling of `path`, unique per process, matching the `*.tmp-*` clean-up glob."""
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
-
-
-def fsync_and_rename(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to `path` through a temporary file and a rename."""
-    tmp = tmp_name(path)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class ShardWriter:

@@ -40,7 +40,7 @@ def test_mgda_on_three_ranks_equals_one_process(tmp_path, layout):
     ranks still agree on the tasks (no hang, no dataset's gradient summed into another's)."""
     out = tmp_path / "result.json"
     result = torchrun(3, 29581 if layout == "mapping" else 29582, str(REPO / "tests" / "mgda_ranks.py"), layout,
-                      str(out), timeout=120)
+                      str(out), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads(out.read_text())
     assert set(record["ranks"]) == set(record["single"]) == {"0", "1", "2"}
@@ -157,4 +157,47 @@ def test_ccsa_on_two_ranks_draws_per_rank_and_resumes_exactly_after_kill_9(demo_
     assert resumed["iteration"] == 6
     assert all(torch.equal(reference["model"][k], resumed["model"][k]) for k in reference["model"]), \
         "the restarted group continues exactly"
+    run.assert_nothing_left()
+
+
+def test_two_nodes_on_this_machine_train_as_one_node_with_two_ranks(demo_shards, tmp_path):
+    """`torchrun --nnodes 2` (one process each, rendezvous on 127.0.0.1): ranks by node, shards split by global
+    rank, one writer of logs and checkpoints, and exactly the weights of one node with two ranks."""
+    args = [CONFIG, f"shards={demo_shards}", "max_iters=3", "save_every=3", "print_freq=1", "val_every=0",
+            "scale_min=1", "scale_max=1", "rotate_prob=0", "flip_prob=0", "blur_prob=0", "crop_type=center"]
+    one = torchrun(2, 29591, str(REPO / "train.py"), *args, f"save_path={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stdout + one.stderr
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
+                               "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", "29592",
+                               str(REPO / "train.py"), *args, f"save_path={tmp_path / 'two'}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=GLOO) for node in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), outputs
+    assert "global batch 6 (2 ranks)" in outputs[0][0] and "iter" not in outputs[1][0], "rank 0 alone logs"
+    log = (tmp_path / "two" / "train.log").read_text()
+    assert log.count("iter 3/3 ") == 1 and log.count("checkpoint ") == 1, "one writer of logs and checkpoints"
+    a, b = final_weights(tmp_path / "one")["model"], final_weights(tmp_path / "two")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "two nodes train exactly as one node with two ranks"
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(demo_shards, tmp_path):
+    """A pre-emption signal reaches ranks at different moments (here: only rank 1): all checkpoint the same
+    iteration and exit cleanly, instead of one entering the checkpoint's collectives while another steps."""
+    run = MarkedRun(tmp_path)
+    process = run.start([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                         "29593", "--log-dir", str(tmp_path / "torchelastic"), str(REPO / "train.py"), CONFIG,
+                         f"shards={demo_shards}", f"save_path={tmp_path / 'run'}", "max_iters=200", "save_every=1000",
+                         "print_freq=1", "val_every=0"])
+    output = ""
+    while "iter 2/" not in (line := process.stdout.readline()):
+        output += line
+        assert line, output
+    rank1 = [pid for pid, command in marked(run.mark) if "train.py" in command and "torch.distributed.run" not in command
+             and "multiprocessing" not in command
+             and b"RANK=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")]
+    os.kill(rank1[0], signal.SIGTERM)
+    output += process.communicate(timeout=120)[0]
+    assert process.returncode == 0, output
+    assert "SIGTERM: checkpoint written at iteration" in output
+    assert 2 <= final_weights(tmp_path / "run")["iteration"] < 200
     run.assert_nothing_left()

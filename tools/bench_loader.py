@@ -63,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
                            if k != "note" and v is not None)
         print(f"{run['backend']:<8} {run['samples_per_s']:>9} {ratio:>8} {run['p50_ms']:>8} {run['p99_ms']:>8}   {stages}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "device": args.device}
-        args.json.write_text(json.dumps({"machine": machine, "config": str(args.config), "runs": runs}, indent=1))
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"machine": machine, "config": str(args.config), "runs": runs}, indent=1))
+        except OSError as error:
+            return fail(error)
         print(f"wrote {args.json}")
     return 0
 

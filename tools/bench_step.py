@@ -42,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     exposed = 1 - runs[1]["samples_per_s"] / runs[0]["samples_per_s"]
     print(f"exposed data wait: {100 * exposed:.0f}% of the synthetic-batch rate")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": runs, "exposed_data_wait": round(exposed, 3)}, indent=1))
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"runs": runs, "exposed_data_wait": round(exposed, 3)}, indent=1))
+        except OSError as error:
+            return fail(error)
         print(f"wrote {args.json}")
     return 0
 

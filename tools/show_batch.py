@@ -25,6 +25,24 @@ from mseg_fast.loader import augment_of, choose_backend, sample_crops
 from mseg_fast.viz import denormalize, grid
 
 
+def write_pictures(out: Path, crops: list[dict], aug, names: dict, backend: str, device: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    records, tiles = [], []
+    for number, crop in enumerate(crops):
+        rgb = denormalize(crop["image"])
+        label = crop["label"].astype(np.uint16 if crop["label"].max() > 255 else np.uint8)
+        cv2.imwrite(str(out / f"{number:04d}_image.png"), rgb[:, :, ::-1])
+        cv2.imwrite(str(out / f"{number:04d}_label.png"), label)
+        height, width = crop["meta"]["size"]
+        records.append({"crop": number, "dataset": crop["dataset"], "image": crop["meta"]["image"],
+                        "label": crop["meta"]["label"], "list_line": crop["meta"]["line"],
+                        "source_size": [height, width], "params": describe(height, width, crop["draws"], aug)})
+        title = f"{number}: {crop['dataset']} {Path(crop['meta']['image']).name}"
+        tiles.append((rgb, label, title, names[crop["dataset"]]))
+    (out / "samples.json").write_text(json.dumps({"backend": backend, "device": device, "crops": records}, indent=1))
+    cv2.imwrite(str(out / "grid.png"), grid(tiles)[:, :, ::-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path, help="a YAML config")
@@ -41,24 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         backend = choose_backend(config, args.device)
         aug = augment_of(config, train=True)
         names = {d: ShardSet.open(config.shards, config.taxonomy(), d, "train").class_names for d in config.dataset}
+        write_pictures(args.out, crops, aug, names, backend, args.device)
     except USER_ERRORS as error:
         return fail(error)
-    args.out.mkdir(parents=True, exist_ok=True)
-    records, tiles = [], []
-    for number, crop in enumerate(crops):
-        rgb = denormalize(crop["image"])
-        label = crop["label"].astype(np.uint16 if crop["label"].max() > 255 else np.uint8)
-        cv2.imwrite(str(args.out / f"{number:04d}_image.png"), rgb[:, :, ::-1])
-        cv2.imwrite(str(args.out / f"{number:04d}_label.png"), label)
-        height, width = crop["meta"]["size"]
-        records.append({"crop": number, "dataset": crop["dataset"], "image": crop["meta"]["image"],
-                        "label": crop["meta"]["label"], "list_line": crop["meta"]["line"],
-                        "source_size": [height, width], "params": describe(height, width, crop["draws"], aug)})
-        title = f"{number}: {crop['dataset']} {Path(crop['meta']['image']).name}"
-        tiles.append((rgb, label, title, names[crop["dataset"]]))
-    (args.out / "samples.json").write_text(json.dumps({"backend": backend, "device": args.device, "crops": records},
-                                                      indent=1))
-    cv2.imwrite(str(args.out / "grid.png"), grid(tiles)[:, :, ::-1])
     print(f"wrote {len(crops)} crops ({backend} loader on {args.device}) to {args.out}: grid.png, samples.json, "
           f"NNNN_image.png, NNNN_label.png")
     return 0

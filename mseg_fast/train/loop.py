@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+import torch.distributed as dist
 
 from mseg_fast.data.batch import Batch
 from mseg_fast.train.objective import per_dataset_loss, poly_lr
@@ -93,6 +94,16 @@ class StopRequested:
     def _handle(self, signum, frame) -> None:
         self.requested = True
 
+    def agreed(self, device: torch.device) -> bool:
+        """Whether any rank was asked to stop. The signal reaches ranks at slightly different moments; were
+        each to act on its own flag, one would enter the checkpoint's collectives while another ran the next
+        step's, and both would hang. One scalar all-reduce per step makes them stop at the same iteration."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return self.requested
+        flag = torch.tensor([float(self.requested)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
 
 def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_iters: int, base_lr: float,
         power: float, weights: torch.Tensor, precision: str, device: torch.device, print_freq: int, save_every: int,
@@ -146,9 +157,10 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
             window_start, data_wait, samples = time.perf_counter(), 0.0, 0
         if evaluate and eval_every and (state.iteration % eval_every == 0 or state.iteration == max_iters):
             evaluate(state)
-        if state.iteration % save_every == 0 or state.iteration == max_iters or stop.requested:
+        stopping = stop.agreed(device)
+        if state.iteration % save_every == 0 or state.iteration == max_iters or stopping:
             save(state)
-        if stop.requested:
+        if stopping:
             log(f"SIGTERM: checkpoint written at iteration {state.iteration}; resume with --resume auto")
             break
     return state

@@ -11,6 +11,7 @@ tracker unlinks the run's named semaphores.
 
 from __future__ import annotations
 
+import multiprocessing.util
 import os
 import select
 import shutil
@@ -39,6 +40,24 @@ def _watch_poll(pid: int, remove: Sequence[str]) -> None:
             _leave(remove)
 
 
+def _alive(pid: int, fd: int | None) -> bool:
+    if fd is not None:
+        return not select.select([fd], [], [], 0)[0]
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _remove_if_gone(pid: int, fd: int | None, remove: Sequence[str]) -> None:
+    """At this helper's own exit: the folders go too if the process served is gone (never while it lives:
+    they hold its sockets)."""
+    if not _alive(pid, fd):
+        for path in remove:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def exit_with(pid: int, remove: Sequence[str] = ()) -> None:
     """End this process as soon as process `pid` has ended, removing the folders `remove` first.
 
@@ -50,11 +69,17 @@ def exit_with(pid: int, remove: Sequence[str] = ()) -> None:
         pid: the process served, e.g. the trainer's `os.getpid()` taken before the helper started.
         remove: temporary folders to delete before leaving (missing ones are fine).
     """
+    remove = tuple(remove)
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         _leave(remove)  # it died while this helper was starting
     except (AttributeError, OSError):  # no pidfd_open (old kernel or Python): poll instead
-        threading.Thread(target=_watch_poll, args=(pid, tuple(remove)), daemon=True, name="lifeline").start()
-        return
-    threading.Thread(target=_watch_pidfd, args=(fd, tuple(remove)), daemon=True, name="lifeline").start()
+        fd = None
+    # The helper may also end on its own first (a DataLoader worker whose queue hit EOF when the trainer
+    # died), through multiprocessing's exit handlers: those remove the folders then, if the process is gone.
+    multiprocessing.util.Finalize(None, _remove_if_gone, args=(pid, fd, remove), exitpriority=0)
+    if fd is None:
+        threading.Thread(target=_watch_poll, args=(pid, remove), daemon=True, name="lifeline").start()
+    else:
+        threading.Thread(target=_watch_pidfd, args=(fd, remove), daemon=True, name="lifeline").start()

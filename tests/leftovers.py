@@ -49,6 +49,26 @@ def wait_until_gone(mark: str, seconds: float, exclude: set[int] = frozenset()) 
     return left
 
 
+def trainer_of_rank(mark: str, rank: int) -> int:
+    """The pid of the marked run's train.py process of global rank `rank` (not torchrun, not a loader helper)."""
+    pids = [pid for pid, command in marked(mark) if "train.py" in command and "torch.distributed.run" not in command
+            and "multiprocessing" not in command
+            and f"RANK={rank}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
+    assert len(pids) == 1, marked(mark)
+    return pids[0]
+
+
+def read_until(process: subprocess.Popen, text: str) -> str:
+    """The process's output up to and including the first line holding `text`."""
+    output = ""
+    while True:
+        line = process.stdout.readline()
+        output += line
+        assert line, f"the run ended before printing {text!r}:\n{output}"
+        if text in line:
+            return output
+
+
 def shm_entries() -> set[str]:
     return set(os.listdir(SHM)) if SHM.is_dir() else set()
 

@@ -7,25 +7,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from helpers import REPO
-from leftovers import MarkedRun, marked
+from leftovers import MarkedRun, marked, read_until, trainer_of_rank
 
 CONFIG = str(REPO / "config" / "demo" / "train-tiny.yaml")
-
-
-def wait_for_line(process: subprocess.Popen, text: str) -> str:
-    output = ""
-    while text not in (line := process.stdout.readline()):
-        output += line
-        assert line, f"the run ended before printing {text!r}:\n{output}"
-    return output
 
 
 @pytest.mark.parametrize("loader", ["torch", "dali"])
@@ -34,7 +24,7 @@ def test_kill_9_of_the_trainer_leaves_nothing(demo_shards, tmp_path, loader):
     process = run.start([sys.executable, str(REPO / "train.py"), CONFIG, f"shards={demo_shards}",
                          f"save_path={tmp_path / 'run'}", "max_iters=500", "print_freq=1", "val_every=0",
                          f"loader={loader}", "workers=2"])
-    wait_for_line(process, "iter 2/")
+    read_until(process, "iter 2/")
     helpers = [pid for pid, _ in marked(run.mark) if pid != process.pid]
     if loader == "torch":  # the forkserver, its two workers and the resource tracker
         assert len(helpers) >= 3, f"expected loader processes, found {helpers}"
@@ -51,11 +41,8 @@ def test_killed_torchrun_rank_restarts_and_leaves_nothing(demo_shards, tmp_path)
                          "--log-dir", str(tmp_path / "torchelastic"), str(REPO / "train.py"), CONFIG, f"shards={demo_shards}",
                          f"save_path={tmp_path / 'run'}", "max_iters=8", "save_every=2", "print_freq=1",
                          "val_every=0", "workers=2", "--resume", "auto"])
-    wait_for_line(process, "iter 3/")
-    rank1 = [pid for pid, command in marked(run.mark) if "train.py" in command and "torch.distributed.run" not in command
-             and "multiprocessing" not in command and b"RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
-    assert len(rank1) == 1, marked(run.mark)
-    os.kill(rank1[0], signal.SIGKILL)
+    read_until(process, "iter 3/")
+    os.kill(trainer_of_rank(run.mark, 1), signal.SIGKILL)
     output = process.communicate(timeout=300)[0]
     assert process.returncode == 0, output
     assert "resuming at iteration" in output and "iter 8/8" in output

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from helpers import REPO
-from leftovers import MarkedRun, marked
+from leftovers import MarkedRun, read_until, trainer_of_rank
 from mseg_fast.config import load_config
 from mseg_fast.data.batch import Batch
 from mseg_fast.errors import UserError
@@ -142,14 +142,8 @@ def test_ccsa_on_two_ranks_draws_per_rank_and_resumes_exactly_after_kill_9(demo_
     process = run.start([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
                          "--master_port", "29585", "--log-dir", str(tmp_path / "torchelastic"), str(REPO / "train.py"),
                          *args, f"save_path={tmp_path / 'killed'}", "--resume", "auto"])
-    output = ""
-    while "iter 3/6" not in (line := process.stdout.readline()):  # past the checkpoint of iteration 2
-        output += line
-        assert line, output
-    rank1_pid = [pid for pid, command in marked(run.mark) if "train.py" in command and "torch.distributed.run" not in command
-                 and "multiprocessing" not in command
-                 and b"RANK=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")]
-    os.kill(rank1_pid[0], signal.SIGKILL)
+    output = read_until(process, "iter 3/6")  # past the checkpoint of iteration 2
+    os.kill(trainer_of_rank(run.mark, 1), signal.SIGKILL)
     output += process.communicate(timeout=300)[0]
     assert process.returncode == 0, output
     assert re.search(r"resuming at iteration [24]", output)
@@ -188,14 +182,8 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(demo_shards,
                          "29593", "--log-dir", str(tmp_path / "torchelastic"), str(REPO / "train.py"), CONFIG,
                          f"shards={demo_shards}", f"save_path={tmp_path / 'run'}", "max_iters=200", "save_every=1000",
                          "print_freq=1", "val_every=0"])
-    output = ""
-    while "iter 2/" not in (line := process.stdout.readline()):
-        output += line
-        assert line, output
-    rank1 = [pid for pid, command in marked(run.mark) if "train.py" in command and "torch.distributed.run" not in command
-             and "multiprocessing" not in command
-             and b"RANK=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")]
-    os.kill(rank1[0], signal.SIGTERM)
+    output = read_until(process, "iter 2/")
+    os.kill(trainer_of_rank(run.mark, 1), signal.SIGTERM)
     output += process.communicate(timeout=120)[0]
     assert process.returncode == 0, output
     assert "SIGTERM: checkpoint written at iteration" in output

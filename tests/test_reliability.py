@@ -18,7 +18,7 @@ import pytest
 from helpers import REPO, demo_args, run_tool
 from mseg_fast.atomic import write_atomic
 from mseg_fast.shards.tarwriter import read_index
-from test_train import CONFIG, final_weights, train
+from test_train import final_weights, train
 
 SHORT = ["max_iters=2", "save_every=1", "print_freq=1", "val_every=0"]
 

@@ -61,6 +61,9 @@ def test_a_changed_source_or_data_root_rewrites_the_shards(demo_tree, tmp_path):
     label_path = next(data.rglob(Path(listing[1]).name))
     label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
     cv2.imwrite(str(label_path), np.full_like(label, label.max()))  # every pixel one class now
+    assert shard(demo_tree, out, "--verify").returncode == 0, "the shards themselves are intact"
+    verify = shard(demo_tree, out, "--verify", data_root=data)
+    assert verify.returncode == 1 and f"{label_path} changed since it was sharded" in verify.stderr, verify.stderr
     changed = shard(demo_tree, out, data_root=data)
     assert changed.returncode == 0 and "(1 written, 3 reused)" in changed.stdout, changed.stdout
     moved = tmp_path / "moved"
@@ -132,6 +135,13 @@ def test_verify_shards_catches_a_jpeg_that_decodes_wrongly(demo_shards, tmp_path
     data[offset + size // 2] ^= 0xFF  # entropy-coded data: decodes, with wrong pixels
     tar.write_bytes(bytes(data))
     one_error_line(train(shards, tmp_path / "run", *SHORT, "verify_shards=True"), str(tar), "sha256")
+
+
+def test_a_damaged_manifest_is_one_line(demo_shards, tmp_path):
+    shards = copy_shards(demo_shards, tmp_path)
+    manifest = shards / "universal" / "demo-rooms" / "manifest.json"
+    manifest.write_text(manifest.read_text()[:100])
+    one_error_line(train(shards, tmp_path / "run", *SHORT), str(manifest), "not valid JSON", "shard again")
 
 
 def test_yaml_syntax_error_is_one_line(demo_shards, tmp_path):

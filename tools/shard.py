@@ -79,11 +79,16 @@ def list_overrides(values: list[str], names: list[str]) -> dict[str, Path]:
     return overrides
 
 
-def verify(args: argparse.Namespace, names: list[str]) -> int:
+def verify(args: argparse.Namespace, names: list[str], extras: dict) -> int:
+    """Shards against their manifest; with --data-root, also against the source files they were made from."""
     failed = False
+    api_root = find_mseg_api(args.mseg_api) if args.data_root else None
     for name in names:
         directory = args.out / args.taxonomy / name
-        problems = verify_split(directory, args.split)
+        if not (directory / "manifest.json").is_file():
+            raise UserError(f"no shards to verify at {directory} (no manifest.json); check --out and --taxonomy")
+        data_dir = datasets.build_spec(name, args.data_root, api_root, extras).data_dir if args.data_root else None
+        problems = verify_split(directory, args.split, data_dir)
         for problem in problems:
             print(f"MISMATCH {problem}", file=sys.stderr)
         print(f"{directory} [{args.split}]: {'FAILED' if problems else 'ok'}")
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         extras = datasets.load_extra_datasets(args.extra_datasets)
         names = datasets.resolve_names(args.dataset, args.unrelabeled, extras)
         if args.verify:
-            return verify(args, names)
+            return verify(args, names, extras)
         if args.data_root is None:
             raise UserError("--data-root is required to write shards")
         lists = list_overrides(args.list, names)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from mseg_fast.errors import UserError
+from mseg_fast.shards.manifest import read_manifest
 from mseg_fast.shards.tarwriter import file_sha256, read_index
 
 
@@ -40,14 +40,14 @@ class ShardSet:
     def open(cls, root: str | Path, taxonomy: str, dataset: str, split: str) -> "ShardSet":
         directory = Path(root) / taxonomy / dataset
         path = directory / "manifest.json"
-        if not path.exists():
+        manifest = read_manifest(directory)
+        if manifest is None:
             raise UserError(f"no shards at {directory} (no manifest.json): write them with "
                             f"`python tools/shard.py --dataset {dataset} --taxonomy {taxonomy} --split {split} "
                             f"--out {root} ...`, or set `shards=` to the folder that holds <taxonomy>/<dataset>/")
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        if split not in manifest["splits"]:
-            raise UserError(f"{path} has no split '{split}' (it has {', '.join(manifest['splits'])}); shard it with "
-                            f"--split {split}")
+        if split not in manifest.get("splits", {}):
+            present = ", ".join(manifest.get("splits", {})) or "none"
+            raise UserError(f"{path} has no split '{split}' (it has {present}); shard it with --split {split}")
         entry = manifest["splits"][split]
         components = entry["components"]
         shardset = cls(dataset, split, tuple(str(directory / s["file"]) for s in entry["shards"]),

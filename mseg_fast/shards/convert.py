@@ -115,6 +115,17 @@ def convert_label(label: np.ndarray, target: Target) -> np.ndarray:
     return target.table.astype(dtype)[label]
 
 
+def source_identity(data_dir: Path, relative: str) -> str:
+    """What a sample was made from, per source file: its size and modification time (ns). Recorded in the
+    sample's json and in the shard plan's digest, so a changed source or another data root is seen by a
+    rerun (the shard is rewritten) and by `--verify --data-root` (named)."""
+    try:
+        stat = (Path(data_dir) / relative).stat()
+    except OSError:
+        return "missing"  # reported, with its name, when the sample is converted
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def convert_sample(job: SampleJob, options: ConvertOptions) -> Converted:
     """Read, check and convert one sample.
 
@@ -139,7 +150,9 @@ def convert_sample(job: SampleJob, options: ConvertOptions) -> Converted:
     hist = _histogram(label)
     check_values(hist, options.target, options.dataset, str(label_path))
     converted = convert_label(label, options.target)
-    meta = {"dataset": options.dataset, "image": job.image, "label": job.label, "line": job.line_no}
+    meta = {"dataset": options.dataset, "image": job.image, "label": job.label, "line": job.line_no,
+            "sources": {"image": source_identity(options.data_dir, job.image),
+                        "label": source_identity(options.data_dir, job.label)}}
     ext = info.ext
     if options.short_size and min(info.height, info.width) > options.short_size:
         image_bytes, converted = codecs.resize_short(

@@ -15,8 +15,9 @@ import tarfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from mseg_fast.errors import UserError
 from mseg_fast.atomic import write_atomic
+from mseg_fast.errors import UserError
+from mseg_fast.shards.convert import source_identity
 from mseg_fast.shards.tarwriter import file_sha256, read_index
 
 MANIFEST = "manifest.json"
@@ -30,10 +31,11 @@ def read_manifest(directory: Path) -> dict | None:
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not valid JSON ({error}); delete it and shard again") from None
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{path} is not an mseg-fast shard manifest (format {manifest.get('format')!r})")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise UserError(f"{path} is not an mseg-fast shard manifest (format {found!r}); delete it and shard again")
     return manifest
 
 
@@ -87,8 +89,27 @@ def _tar_index(path: Path) -> list[list[tuple[str, int, int, str]]]:
     return samples
 
 
-def verify_split(directory: Path, split: str) -> list[str]:
-    """Re-check every shard of a split against the manifest.
+def changed_sources(tar_path: Path, index: list, data_dir: Path) -> list[str]:
+    """The source files of a shard's samples that differ now (size or modification time) from when the
+    shard was written, one line each."""
+    problems = []
+    with open(tar_path, "rb") as handle:
+        for components in index:
+            for ext, offset, size, _ in components:
+                if ext != "json":
+                    continue
+                handle.seek(offset)
+                meta = json.loads(handle.read(size))
+                for role in ("image", "label"):
+                    recorded = meta.get("sources", {}).get(role)
+                    if recorded is not None and recorded != source_identity(data_dir, meta[role]):
+                        problems.append(f"{tar_path}: {data_dir / meta[role]} changed since it was sharded (line "
+                                        f"{meta.get('line')}); rerun the shard command to rewrite the shard")
+    return problems
+
+
+def verify_split(directory: Path, split: str, data_dir: Path | None = None) -> list[str]:
+    """Re-check every shard of a split against the manifest, and with `data_dir` against its sources.
 
     Returns:
         Problems found, one line each (empty when all shards match).
@@ -118,6 +139,8 @@ def verify_split(directory: Path, split: str) -> list[str]:
             problems.append(f"{idx_path}: does not match the offsets in {tar_path.name}")
         if len(index) != shard["samples"]:
             problems.append(f"{tar_path}: {len(index)} samples, the manifest says {shard['samples']}")
+        if data_dir is not None:
+            problems += changed_sources(tar_path, index, Path(data_dir))
         total += len(index)
     if not problems and total != entry["samples"]:
         problems.append(f"{directory}: shards hold {total} samples, the manifest says {entry['samples']}")

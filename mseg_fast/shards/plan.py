@@ -17,7 +17,7 @@ import numpy as np
 
 from mseg_fast.datasets import ListEntry
 from mseg_fast.errors import UserError
-from mseg_fast.shards.convert import SampleJob, sample_key
+from mseg_fast.shards.convert import SampleJob, sample_key, source_identity
 
 _TAR_OVERHEAD = 3 * 1024  # three 512-byte headers plus padding, per sample
 
@@ -73,16 +73,6 @@ def cut(jobs: list[SampleJob], samples_per_shard: int | None, shard_size: int | 
         groups[-1].append(job)
         filled += size
     return groups
-
-
-def source_identity(data_dir: Path, relative: str) -> str:
-    """What a shard was made from, per source file: size and modification time (ns); a rerun after the
-    file changed, or with another data root, rewrites the shard instead of reusing it."""
-    try:
-        stat = (data_dir / relative).stat()
-    except OSError:
-        return "missing"  # reported, with its name, when the sample is converted
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def make_plan(entries: Sequence[ListEntry], seed: int, samples_per_shard: int | None, shard_size: int | None,

@@ -1,0 +1,120 @@
+"""The inference core: whole images in, class probabilities at each image's original size out.
+
+MSeg's semantics (MSEG_REFERENCE.md §7.3), not its speed: per scale, short-side resize to
+round(scale x base), centred padding with the mean colour to at least the crop, sliding crop windows
+with stride ceil(crop x 2/3) shifted back to end inside the padded image, each window and its mirror
+through the network (flip averaging is always on), softmax, then the projection to the evaluation
+taxonomy when the taxonomies differ, averaging by window coverage, padding cut away, bilinear resize
+to the original size, and the mean over scales. Here every step runs on the device, and the windows
+of several images (with their mirrors) go through the network together in batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mseg_fast.constants import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """How to run the network over an image (MSeg's test config, §7.2).
+
+    base_size: short side at scale 1; scales: MSeg's single scale (1.0,) or its multi-scale list;
+    crop: the window (713 in all of MSeg's test configs); window_batch: windows (mirrors included) per
+    forward pass.
+    """
+
+    base_size: int
+    scales: tuple[float, ...] = (1.0,)
+    crop: int = 713
+    window_batch: int = 8
+
+    @property
+    def stride(self) -> int:
+        return math.ceil(self.crop * 2 / 3)
+
+
+MULTI_SCALE = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """MSeg's short-side resize: the short side becomes `short`, the long side round(short x ratio)."""
+    if height > width:
+        return round(short * height / width), short
+    return short, round(short * width / height)
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Window starts along one axis of a padded image: k x stride, shifted back to end inside it."""
+    count = math.ceil(max(size - crop, 0) / stride) + 1
+    return [min(k * stride + crop, size) - crop for k in range(count)]
+
+
+def _mean_fill(channels: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(IMAGENET_MEAN[:channels], device=device).view(channels, 1, 1)
+
+
+def _prepare(image: torch.Tensor, short: int, crop: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """HWC uint8 RGB -> normalised CHW float, resized and mean-padded to at least crop x crop.
+
+    Returns:
+        The padded image and (top, left, height, width) of the resized image inside it.
+    """
+    height, width = resized_size(image.shape[0], image.shape[1], short)
+    chw = image.permute(2, 0, 1).float()[None]
+    chw = F.interpolate(chw, size=(height, width), mode="bilinear", align_corners=False)[0]
+    pad_h, pad_w = max(crop - height, 0), max(crop - width, 0)
+    top, left = pad_h // 2, pad_w // 2
+    padded = _mean_fill(3, chw.device).expand(3, height + pad_h, width + pad_w).clone()
+    padded[:, top:top + height, left:left + width] = chw
+    std = torch.tensor(IMAGENET_STD, device=chw.device).view(3, 1, 1)
+    return (padded - _mean_fill(3, chw.device)) / std, (top, left, height, width)
+
+
+@torch.no_grad()
+def predict_probabilities(model, images: list[torch.Tensor], spec: InferenceSpec,
+                          projection: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Class probabilities of each image at its original size.
+
+    Args:
+        model: maps normalised NCHW crops to logits at the crop's size (eval mode).
+        images: HWC uint8 RGB tensors on the model's device.
+        projection: K_eval x K_model matrix applied to the softmax (MSeg's universal -> test mapping), or
+            None when the model's classes are the evaluation classes.
+
+    Returns:
+        One K x H x W float tensor per image (K: evaluation classes), the mean over scales.
+    """
+    results: list[torch.Tensor | None] = [None] * len(images)
+    for scale in spec.scales:
+        short = round(scale * spec.base_size)
+        prepared = [_prepare(image, short, spec.crop) for image in images]
+        sums: list[torch.Tensor | None] = [None] * len(images)
+        counts = [torch.zeros(p.shape[1:], device=p.device) for p, _ in prepared]
+        jobs = [(i, y, x) for i, (padded, _) in enumerate(prepared)
+                for y in window_starts(padded.shape[1], spec.crop, spec.stride)
+                for x in window_starts(padded.shape[2], spec.crop, spec.stride)]
+        per_pass = max(1, spec.window_batch // 2)  # each window goes with its mirror
+        for start in range(0, len(jobs), per_pass):
+            chunk = jobs[start:start + per_pass]
+            crops = torch.stack([prepared[i][0][:, y:y + spec.crop, x:x + spec.crop] for i, y, x in chunk])
+            logits = model(torch.cat([crops, crops.flip(-1)])).float()
+            probs = F.softmax(logits, dim=1)
+            if projection is not None:
+                probs = torch.einsum("kc,nchw->nkhw", projection.to(probs), probs)
+            probs = (probs[:len(chunk)] + probs[len(chunk):].flip(-1)) / 2
+            for (i, y, x), window in zip(chunk, probs):
+                if sums[i] is None:
+                    sums[i] = torch.zeros((window.shape[0], *prepared[i][0].shape[1:]), device=window.device)
+                sums[i][:, y:y + spec.crop, x:x + spec.crop] += window
+                counts[i][y:y + spec.crop, x:x + spec.crop] += 1
+        for i, ((_, (top, left, height, width)), image) in enumerate(zip(prepared, images)):
+            mean = (sums[i] / counts[i])[:, top:top + height, left:left + width]
+            full = F.interpolate(mean[None], size=tuple(image.shape[:2]), mode="bilinear", align_corners=False)[0]
+            results[i] = full if results[i] is None else results[i] + full
+    return [r / len(spec.scales) for r in results]

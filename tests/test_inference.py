@@ -1,0 +1,112 @@
+"""The inference core against MSeg's algorithm (reference §7.3): window arithmetic, flip and multi-scale
+averaging, the universal -> test projection, and the same predictions as an MSeg-style evaluator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mseg_fast.bench.mseg_eval import mseg_style_probabilities
+from mseg_fast.eval.inference import InferenceSpec, predict_probabilities, resized_size, window_starts
+
+
+def test_window_arithmetic_of_camvid_at_base_1080():
+    """CamVid 720x960 at base 1080 -> 1080x1440 -> 2x3 windows of 713, stride 476, starts shifted back."""
+    assert resized_size(720, 960, 1080) == (1080, 1440)
+    assert InferenceSpec(base_size=1080).stride == 476
+    assert window_starts(1080, 713, 476) == [0, 367]
+    assert window_starts(1440, 713, 476) == [0, 476, 727]
+    assert window_starts(713, 713, 476) == [0]  # padding makes every image at least a crop
+    assert resized_size(1920, 1200, 360) == (576, 360)  # portrait: the width is the short side
+
+
+class Tiny(nn.Module):
+    """A small convolutional network with position-dependent, non-symmetric filters (so flips matter)."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.Conv2d(8, classes, 3, padding=1))
+
+    def forward(self, images):
+        return self.body(images) * 4
+
+
+def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3)).astype(np.float32)
+    import cv2
+
+    return np.clip(cv2.resize(small, (width, height)), 0, 255).astype(np.uint8)
+
+
+def test_flip_averaging_is_always_on():
+    model = Tiny().eval()
+    image = photo(60, 80)
+    spec = InferenceSpec(base_size=60, crop=65)
+    probs = predict_probabilities(model, [torch.from_numpy(image)], spec)[0]
+    mirrored = predict_probabilities(model, [torch.from_numpy(image[:, ::-1].copy())], spec)[0]
+    assert torch.allclose(probs, mirrored.flip(-1), atol=1e-5), "the mirror's prediction is the mirrored one"
+    assert torch.allclose(probs.sum(0), torch.ones(60, 80), atol=1e-4)
+
+
+@pytest.mark.parametrize("scales,projection", [((1.0,), False), ((0.5, 1.0, 1.5), False), ((1.0,), True)])
+def test_agrees_with_the_mseg_style_evaluator(scales, projection):
+    """Windows of several images in one batch, on the device, give MSeg's per-image CPU result."""
+    model = Tiny().eval()
+    images = [photo(90, 120, 1), photo(130, 70, 2), photo(50, 50, 3)]
+    matrix = None
+    if projection:  # 5 model classes onto 3: {0, 1} -> 0, {2} -> 1, {3} -> 2, class 4 dropped
+        matrix = np.array([[1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]], np.float32)
+    spec = InferenceSpec(base_size=100, scales=scales, crop=65, window_batch=6)
+    ours = predict_probabilities(model, [torch.from_numpy(i) for i in images], spec,
+                                 torch.from_numpy(matrix) if matrix is not None else None)
+    for image, probs in zip(images, ours):
+        reference = mseg_style_probabilities(model, image, 100, scales, 65, matrix, torch.device("cpu"))
+        assert probs.shape == (reference.shape[2], *image.shape[:2])
+        ours_hwk = probs.permute(1, 2, 0).numpy()
+        assert np.abs(ours_hwk - reference).max() < 2e-3
+        assert (ours_hwk.argmax(-1) == reference.argmax(-1)).mean() >= 0.999
+
+
+def test_projection_sums_probabilities_bicyclist(mseg_api):
+    """§2.6's worked example: logits 0 but person = bicycle = 0.5 -> CamVid predicts Bicyclist
+    (bicyclist + bicycle outweigh person)."""
+    from mseg_fast.apiroot import master_tsv_path
+    from mseg_fast.taxonomy import read_master_tsv, read_names, test_matrix, universal_names
+
+    tsv = read_master_tsv(master_tsv_path(mseg_api))
+    universal = universal_names(tsv)
+    camvid = read_names(mseg_api / "mseg" / "dataset_lists" / "camvid-11" / "camvid-11_names.txt")
+    matrix = torch.from_numpy(test_matrix(tsv, "camvid-11", camvid).astype(np.float32))
+
+    class Constant(nn.Module):
+        def forward(self, images):
+            logits = torch.zeros(images.shape[0], len(universal), *images.shape[2:])
+            logits[:, universal.index("person")] = 0.5
+            logits[:, universal.index("bicycle")] = 0.5
+            return logits
+
+    probs = predict_probabilities(Constant(), [torch.zeros(20, 30, 3, dtype=torch.uint8)],
+                                  InferenceSpec(base_size=20, crop=33), matrix)[0]
+    assert camvid[int(probs[:, 5, 5].argmax())] == "Bicyclist"
+    assert float(probs[camvid.index("Pedestrian"), 5, 5]) == pytest.approx(0.00844, abs=5e-5)
+
+
+def test_mseg_metrics_and_results_txt():
+    from mseg_fast.eval.mseg_metrics import harmonic_mean, miou_from_results_txt, mseg_scores, results_txt
+
+    # 3 classes; class 2 is never present and never predicted: MSeg counts its IoU as 0.
+    matrix = torch.tensor([[3, 1, 0], [0, 4, 0], [0, 0, 0]])
+    scores = mseg_scores(matrix)
+    assert scores["iou"][0] == pytest.approx(0.75) and scores["iou"][1] == pytest.approx(0.8)
+    assert scores["miou"] == pytest.approx((0.75 + 0.8 + 0) / 3) and scores["all_acc"] == pytest.approx(7 / 8)
+    excluded = mseg_scores(matrix, excluded=[2])
+    assert excluded["miou"] == pytest.approx((0.75 + 0.8) / 2) and excluded["kept"] == [0, 1]
+    text = results_txt(excluded, ["road", "car", "wood"])
+    assert text.splitlines()[0] == "Eval result: mIoU/mAcc/allAcc 0.7750/0.8750/0.8750."
+    assert text.splitlines()[1] == "Class_00 result: iou/accuracy 0.7500/0.7500, name: road."
+    assert len(text.splitlines()) == 3 and miou_from_results_txt(text) == pytest.approx(77.5)
+    assert harmonic_mean([0.5, 0.25]) == pytest.approx(1 / 3) and harmonic_mean([0.5, None]) is None

@@ -25,6 +25,7 @@ from mseg_fast.train import checkpoint
 from mseg_fast.train.distributed import DistInfo, init_distributed, sync_batchnorm
 from mseg_fast.train.loop import RunState, fit
 from mseg_fast.train.objective import build_optimizer, derive_max_iters
+from mseg_fast.train.recalibrate import recalibrate_batchnorm
 from mseg_fast.train.startup import (RunLog, accept_run_folder, check_resumable, check_run_folder, check_shards,
                                      init_weights, restore_rng_of_rank)
 from mseg_fast.train.steps import build_step
@@ -125,6 +126,12 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
             writer.flush()
 
     def evaluate(current: RunState) -> None:
+        if config.bn_recalibrate:  # a loader of its own: the training stream stays as it is
+            stats_loader = build_train_loader(config, info.rank, info.world_size, str(info.device), None,
+                                              info.local_world_size)
+            used = recalibrate_batchnorm(model, stats_loader, config.bn_recalibrate, info.device)
+            stats_loader.close()
+            log(f"BatchNorm statistics recomputed over {used} training batches (bn_recalibrate)")
         batches = build_val_batches(config, info.rank, info.world_size, str(info.device), config.val_batch_size,
                                     info.local_world_size)
         matrices = validate(model, batches, len(class_names), len(config.dataset), info.device)

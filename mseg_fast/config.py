@@ -90,6 +90,7 @@ class Config:
     keep_every: int = 0  # also keep every N-th iteration's checkpoint (0: none)
     val_every: int = 0  # iterations between validations (and one at the end); 0: no validation
     val_batch_size: int = 1
+    bn_recalibrate: int = 0  # before each validation, recompute BatchNorm statistics over this many training batches
 
     def taxonomy(self) -> str:
         """The shard taxonomy folder this config trains on."""
@@ -237,7 +238,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 # Allowed ranges (inclusive lower bound, and whether it may equal it) of the numeric keys; None values are
 # checked where None is allowed. Checked when the config is read, so a bad value never reaches a step.
-_AT_LEAST = {"batch_size": 1, "train_h": 1, "train_w": 1, "short_size": 1, "save_every": 1, "print_freq": 1,
+_AT_LEAST = {"bn_recalibrate": 0, "batch_size": 1, "train_h": 1, "train_w": 1, "short_size": 1, "save_every": 1, "print_freq": 1,
              "keep_last": 1, "keep_every": 0, "val_every": 0, "val_batch_size": 1, "num_examples": 1, "max_iters": 1,
              "workers": 0, "shuffle_buffer": 1, "blur_kernel": 1, "manual_seed": 0, "ccsa_pairs": 1}
 _POSITIVE = ("base_lr", "blur_sigma")

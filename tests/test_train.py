@@ -60,9 +60,10 @@ def test_poly_schedule_and_length():
 
 
 def test_loss_falls_and_logs(demo_shards, tmp_path):
-    result = train(demo_shards, tmp_path / "run", "max_iters=30", "save_every=30", "val_every=30")
+    result = train(demo_shards, tmp_path / "run", "max_iters=30", "save_every=30", "val_every=30", "bn_recalibrate=3")
     assert result.returncode == 0, result.stdout + result.stderr
     log = (tmp_path / "run" / "train.log").read_text()
+    assert "BatchNorm statistics recomputed over 3 training batches (bn_recalibrate)" in log
     losses = [float(v) for v in re.findall(r"loss ([0-9.]+) \[", log)]
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
     # Validation at the end: a line per dataset, a JSON record, a confusion picture per dataset.
@@ -231,3 +232,19 @@ def test_naive_recipe_trains_through_the_dali_graph(real_tree, mseg_api, tmp_pat
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "316 classes" in result.stdout and final_weights(tmp_path / "run")["iteration"] == 3
+
+
+def test_batchnorm_recalibration_averages_the_batch_statistics():
+    """bn_recalibrate: the running statistics become the average of N batches' statistics under the current
+    weights (a cumulative average), whatever they were; momentum and mode are restored."""
+    from mseg_fast.data.batch import Batch
+    from mseg_fast.train.recalibrate import recalibrate_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.01)).eval()
+    model[1].running_mean.fill_(100.0)  # stale
+    batches = [Batch(torch.randn(2, 3, 5, 5) + k, torch.zeros(2, 5, 5, dtype=torch.long), torch.zeros(2)) for k in range(4)]
+    assert recalibrate_batchnorm(model, batches, 3, torch.device("cpu")) == 3
+    with torch.no_grad():
+        means = [model[0](b.images).mean(dim=(0, 2, 3)) for b in batches[:3]]
+    assert torch.allclose(model[1].running_mean, torch.stack(means).mean(0), atol=1e-5)
+    assert model[1].momentum == 0.01 and not model.training

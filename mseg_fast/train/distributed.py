@@ -61,8 +61,10 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         var = stats[channels:2 * channels] / total - mean * mean
         with torch.no_grad():
             self.num_batches_tracked += 1
-            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean.detach())
-            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach() * total / (total - 1))
+            # momentum None: a cumulative average, as BatchNorm does (recalibrate.py uses it)
+            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.mul_(1 - factor).add_(factor * mean.detach())
+            self.running_var.mul_(1 - factor).add_(factor * var.detach() * total / (total - 1))
         scale = self.weight / torch.sqrt(var + self.eps)
         return (x - mean[None, :, None, None]) * scale[None, :, None, None] + self.bias[None, :, None, None]
 

@@ -110,3 +110,33 @@ def test_mseg_metrics_and_results_txt():
     assert text.splitlines()[1] == "Class_00 result: iou/accuracy 0.7500/0.7500, name: road."
     assert len(text.splitlines()) == 3 and miou_from_results_txt(text) == pytest.approx(77.5)
     assert harmonic_mean([0.5, 0.25]) == pytest.approx(1 / 3) and harmonic_mean([0.5, None]) is None
+
+
+def test_evaluation_plans_follow_msegs_four_combinations(mseg_api):
+    from mseg_fast.errors import UserError
+    from mseg_fast.evaluation.protocol import plan_evaluation
+
+    zero_shot = plan_evaluation("universal", 194, "camvid-11", mseg_api)
+    assert zero_shot.combination == "zero-shot" and zero_shot.label_taxonomy == "self"
+    assert zero_shot.projection.shape == (11, 194) and zero_shot.projection.sum() == 12 and zero_shot.folder == "camvid-11"
+    pascal = plan_evaluation("universal", 194, "pascal-context-60", mseg_api)
+    for unreachable in ("flower", "wood"):
+        assert pascal.projection[pascal.class_names.index(unreachable)].sum() == 0
+    coco = plan_evaluation("universal", 194, "coco-panoptic-133", mseg_api)
+    assert coco.combination == "universal" and len(coco.excluded) == 72 and coco.folder == "coco-panoptic-133_universal"
+    # §2.7: test classes without an exact lower-cased naive name can never be predicted.
+    unreachable = {"camvid-11": {"SignSymbol", "Pedestrian", "Column_Pole"}, "kitti-19": set(), "wilddash-19": set(),
+                   "scannet-20": {"otherfurniture"},
+                   "voc2012": {"background", "aeroplane", "diningtable", "motorbike", "pottedplant", "tvmonitor"}}
+    for dataset, expected in unreachable.items():
+        naive = plan_evaluation("naive", 316, dataset, mseg_api)
+        missing = {n for n, row in zip(naive.class_names, naive.projection) if row.sum() == 0}
+        assert missing == expected, dataset
+    assert sum(row.sum() == 0 for row in plan_evaluation("naive", 316, "pascal-context-60", mseg_api).projection) == 11
+    assert plan_evaluation("self", 11, "camvid-11", mseg_api).combination == "oracle"
+    for args, reason in ((("self", 19, "camvid-11"), "oracle model is scored on its own dataset"),
+                         (("naive", 316, "coco-panoptic-133"), "test sets"),
+                         (("universal", 19, "camvid-11"), "194"),
+                         (("universal", 194, "no-such-set"), "no class names")):
+        with pytest.raises(UserError, match=reason):
+            plan_evaluation(*args, mseg_api)

@@ -1,0 +1,177 @@
+"""Score a model on datasets at base sizes, MSeg's way (reference §7), and write MSeg's layout.
+
+For each dataset a plan (protocol.py) says which shards hold the ground truth and how the model's
+classes map onto the evaluation classes; for each base size, every val image goes through the inference
+core (windows of several images batched on the device), the argmax is scored into a dataset-wide
+confusion matrix, and `<out>/<folder>/<base>/<ss|ms>/` gets results.txt (MSeg's format), results.json
+(per-class IoU and accuracy by name) and a confusion picture; `gray/<name>.png` with
+`save_predictions`. A finished (dataset, base size) whose results.json was made by the same model file
+and settings is reused; saved predictions are reused image by image (a killed run continues).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+
+from mseg_fast.atomic import write_atomic
+from mseg_fast.data.shardset import ShardSet
+from mseg_fast.data.torch_loader import SampleReader, worker_init
+from mseg_fast.errors import UserError
+from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_probabilities
+from mseg_fast.eval.metrics import confusion
+from mseg_fast.eval.mseg_metrics import harmonic_mean, mseg_scores, results_txt
+from mseg_fast.eval.validate import confusion_picture
+from mseg_fast.evaluation.protocol import EvalPlan
+from mseg_fast.models.load import read_weights_file
+
+NAIVE_CLASSES = 316
+
+
+def model_taxonomy(path: Path, num_classes: int, universal_classes: int = 194) -> str:
+    """'universal', 'naive' or 'self': from the training config a mseg-fast file carries, else (MSeg's
+    release files carry none) from the class count, as MSeg's scripts decide."""
+    config = read_weights_file(path).get("config")
+    if isinstance(config, str):
+        values = yaml.safe_load(config) or {}
+        if not values.get("universal", True):
+            return "self"
+        return "naive" if values.get("use_naive_taxonomy") else "universal"
+    return {universal_classes: "universal", NAIVE_CLASSES: "naive"}.get(num_classes, "self")
+
+
+def prediction_name(dataset: str, image: str) -> str:
+    """MSeg's prediction file name: the image's stem; for ScanNet, whose stems repeat, the last four path
+    components joined by '_' (§7.1)."""
+    parts = Path(image).with_suffix("").parts
+    return "_".join(parts[-4:]) if "scannet" in dataset else parts[-1]
+
+
+class _ValImages(Dataset):
+    """Val samples as (HWC uint8 RGB image, label, prediction name), decoded in loader workers."""
+
+    def __init__(self, shardset: ShardSet):
+        self.reader = SampleReader(shardset)
+        self.dataset = shardset.dataset
+
+    def __len__(self) -> int:
+        return self.reader.shardset.samples
+
+    def __getitem__(self, index: int):
+        image, label, meta = self.reader.decoded(index)
+        return torch.from_numpy(image), torch.from_numpy(label.astype(np.int64)), prediction_name(
+            self.dataset, meta.get("image", str(index)))
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    scales: str  # "ss" or "ms"
+    crop: int = 713
+    images_per_batch: int = 4
+    window_batch: int = 8
+    workers: int = 2
+    save_predictions: bool = False
+
+    def spec(self, base_size: int) -> InferenceSpec:
+        return InferenceSpec(base_size, MULTI_SCALE if self.scales == "ms" else (1.0,), self.crop, self.window_batch)
+
+
+def _fingerprint(model_path: Path, settings: EvalSettings, base_size: int) -> dict:
+    stat = model_path.stat()
+    return {"model": str(model_path.resolve()), "model_bytes": stat.st_size, "model_mtime_ns": stat.st_mtime_ns,
+            "scales": settings.scales, "crop": settings.crop, "base_size": base_size}
+
+
+def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, base_size: int, settings: EvalSettings,
+                 out_dir: Path, device: torch.device, log: Callable[[str], None]) -> dict:
+    """One dataset at one base size; returns its results.json content."""
+    fingerprint = _fingerprint(model_path, settings, base_size)
+    record_path = out_dir / "results.json"
+    if record_path.is_file():
+        previous = json.loads(record_path.read_text())
+        if previous.get("made_from") == fingerprint:
+            log(f"{plan.dataset} base {base_size} {settings.scales}: reusing {record_path}")
+            return previous
+    gray = out_dir / "gray"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if settings.save_predictions:
+        gray.mkdir(exist_ok=True)
+    projection = torch.from_numpy(plan.projection).to(device) if plan.projection is not None else None
+    spec = settings.spec(base_size)
+    matrix = torch.zeros(len(plan.class_names), len(plan.class_names), dtype=torch.int64, device=device)
+    loader = DataLoader(_ValImages(shardset), batch_size=settings.images_per_batch, collate_fn=list,
+                        num_workers=settings.workers, worker_init_fn=worker_init() if settings.workers else None,
+                        multiprocessing_context="forkserver" if settings.workers else None)
+    done, start, forward_seconds = 0, time.perf_counter(), 0.0
+    for batch in loader:
+        # Predictions saved by an earlier, killed run are scored from their files, not computed again.
+        saved = {name for _, _, name in batch if settings.save_predictions and (gray / f"{name}.png").is_file()}
+        for _, label, name in (item for item in batch if item[2] in saved):
+            prediction = torch.from_numpy(cv2.imread(str(gray / f"{name}.png"), cv2.IMREAD_UNCHANGED))
+            matrix += confusion(prediction.to(device), label.to(device), len(plan.class_names))
+        todo = [item for item in batch if item[2] not in saved]
+        if todo:
+            tick = time.perf_counter()
+            probs = predict_probabilities(model, [image.to(device) for image, _, _ in todo], spec, projection)
+            forward_seconds += time.perf_counter() - tick
+            for (image, label, name), prob in zip(todo, probs):
+                prediction = prob.argmax(0)
+                matrix += confusion(prediction, label.to(device), len(plan.class_names))
+                if settings.save_predictions:
+                    cv2.imwrite(str(gray / f"{name}.png"), prediction.to(torch.uint8).cpu().numpy())
+        done += len(batch)
+        seconds = time.perf_counter() - start
+        log(f"{plan.dataset} base {base_size} {settings.scales}: {done}/{len(loader.dataset)} images, "
+            f"{done / seconds:.2f} images/s, eta {(len(loader.dataset) - done) * seconds / done:.0f} s")
+    scores = mseg_scores(matrix.cpu(), plan.excluded)
+    write_atomic(out_dir / "results.txt", results_txt(scores, plan.class_names).encode())
+    kept = scores["kept"]
+    cv2.imwrite(str(out_dir / "confusion.png"), confusion_picture(matrix.cpu(), kept, plan.class_names))
+    record = {"dataset": plan.dataset, "combination": plan.combination, "base_size": base_size,
+              "scales": settings.scales, "miou": scores["miou"], "macc": scores["macc"], "all_acc": scores["all_acc"],
+              "iou": {plan.class_names[k]: float(scores["iou"][k]) for k in kept},
+              "acc": {plan.class_names[k]: float(scores["acc"][k]) for k in kept},
+              "images": done, "seconds": round(time.perf_counter() - start, 2),
+              "forward_share": round(forward_seconds / max(time.perf_counter() - start, 1e-9), 3),
+              "made_from": fingerprint}
+    write_atomic(record_path, json.dumps(record, indent=1).encode())
+    return record
+
+
+def summarize(records: list[dict], datasets: list[str], out: Path) -> list[str]:
+    """Per dataset the maximum mIoU over base sizes (MSeg's 'max' resolution) and the harmonic mean over
+    datasets (§7.7): table lines, also written as summary.md and summary.json."""
+    best: dict[str, float | None] = {d: None for d in datasets}
+    by_base: dict[str, dict[int, float]] = {d: {} for d in datasets}
+    for record in records:
+        by_base[record["dataset"]][record["base_size"]] = 100 * record["miou"]
+        best[record["dataset"]] = max(best[record["dataset"]] or 0.0, 100 * record["miou"])
+    mean = harmonic_mean([best[d] for d in datasets])
+    lines = ["| dataset | " + " | ".join(f"base {b}" for b in sorted({r["base_size"] for r in records})) + " | max |",
+             "|---|" + "---|" * (len({r["base_size"] for r in records}) + 1)]
+    for dataset in datasets:
+        cells = [f"{by_base[dataset][b]:.1f}" if b in by_base[dataset] else "-"
+                 for b in sorted({r["base_size"] for r in records})]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + f" | {best[dataset]:.1f} |")
+    lines.append(f"harmonic mean of the max column: {mean:.1f}" if mean is not None else
+                 "harmonic mean: not defined (a result is missing or 0)")
+    write_atomic(out / "summary.md", ("\n".join(lines) + "\n").encode())
+    write_atomic(out / "summary.json", json.dumps({"max_miou": best, "by_base_size": by_base,
+                                                   "harmonic_mean": mean}, indent=1).encode())
+    return lines
+
+
+def check_shards_match(plan: EvalPlan, shardset: ShardSet) -> None:
+    if tuple(shardset.class_names) != tuple(plan.class_names):
+        raise UserError(f"the {plan.label_taxonomy} shards of {plan.dataset} hold {len(shardset.class_names)} classes, "
+                        f"the evaluation ({plan.combination}) needs its {len(plan.class_names)}: shard the val split "
+                        f"with `tools/shard.py --dataset {plan.dataset} --split val --taxonomy {plan.label_taxonomy}`")

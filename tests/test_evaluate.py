@@ -1,0 +1,101 @@
+"""tools/evaluate.py on a small test set in CamVid's layout and taxonomy (generated; MSeg's real names
+and TSV): zero-shot through the universal -> camvid-11 projection, MSeg's output layout, the summary,
+reuse of finished results, agreement with the MSeg-style evaluator, and refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from helpers import run_tool
+from mseg_fast.bench.mseg_eval import mseg_style_probabilities
+from mseg_fast.eval.metrics import confusion
+from mseg_fast.eval.mseg_metrics import miou_from_results_txt, mseg_scores
+from mseg_fast.models.factory import build_model
+
+SIZE = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def camvid(mseg_api, tmp_path_factory) -> dict:
+    """A camvid-11 val split of 6 generated images, sharded with its own labels, and a universal model file."""
+    root = tmp_path_factory.mktemp("camvid")
+    images, labels = root / "data/Camvid/701_StillsRaw_full", root / "data/Camvid/semseg11"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for k in range(6):
+        label = np.full(SIZE, 3, np.uint8)  # Road ... with a few blocks of other classes
+        label[: SIZE[0] // 3] = 1 + k % 2
+        label[SIZE[0] // 2:, : SIZE[1] // 3] = 255
+        image = (rng.random((*SIZE, 3)) * 60 + label[..., None] * 15).astype(np.uint8)
+        cv2.imwrite(str(images / f"0016E5_{k:05d}.png"), image)
+        cv2.imwrite(str(labels / f"0016E5_{k:05d}_L.png"), label)
+        lines.append(f"701_StillsRaw_full/0016E5_{k:05d}.png semseg11/0016E5_{k:05d}_L.png")
+    listing = root / "val.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    run_tool("shard.py", "--dataset", "camvid-11", "--split", "val", "--taxonomy", "self", "--list", str(listing),
+             "--data-root", str(root / "data"), "--mseg-api", str(mseg_api), "--out", str(root / "shards"),
+             "--workers", "1", "--no-progress", check=True)
+    torch.manual_seed(0)
+    model = build_model("hrnet_w18", 194)
+    path = root / "universal.pth"
+    torch.save({"model": model.state_dict(), "config": "universal: true\nuse_naive_taxonomy: false\n"}, path)
+    return {"root": root, "shards": root / "shards", "model": path, "images": images, "labels": labels,
+            "mseg_api": mseg_api}
+
+
+def evaluate(camvid: dict, out: Path, *extra: str):
+    return run_tool("evaluate.py", "--model", str(camvid["model"]), "--dataset", "camvid-11", "--shards",
+                    str(camvid["shards"]), "--base-size", "40", "48", "--crop", "33", "--out", str(out),
+                    "--device", "cpu", "--workers", "1", "--mseg-api", str(camvid["mseg_api"]), *extra)
+
+
+def test_zero_shot_evaluation_writes_mseg_layout_and_agrees_with_mseg(camvid, mseg_api, tmp_path):
+    result = evaluate(camvid, tmp_path / "results", "--save-predictions")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "universal model, 194 classes" in result.stdout and "camvid-11 (zero-shot)" in result.stdout
+    text = (tmp_path / "results/camvid-11/48/ss/results.txt").read_text()
+    assert text.startswith("Eval result: mIoU/mAcc/allAcc ") and len(text.splitlines()) == 12
+    assert text.splitlines()[1].startswith("Class_00 result: iou/accuracy ") and text.splitlines()[1].endswith(
+        "name: Building.")
+    assert len(list((tmp_path / "results/camvid-11/48/ss/gray").glob("*.png"))) == 6
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert "| camvid-11 |" in summary and "harmonic mean" in summary
+    # The same images through the MSeg-style evaluator (one image at a time, OpenCV on the host).
+    from mseg_fast.evaluation.protocol import plan_evaluation
+    from mseg_fast.models.load import load_model
+
+    model = load_model(camvid["model"])
+    plan = plan_evaluation("universal", 194, "camvid-11", mseg_api)
+    matrix = torch.zeros(11, 11, dtype=torch.int64)
+    for path in sorted(camvid["images"].glob("*.png")):
+        image = cv2.imread(str(path))[:, :, ::-1].copy()
+        label = cv2.imread(str(camvid["labels"] / f"{path.stem}_L.png"), cv2.IMREAD_UNCHANGED)
+        probs = mseg_style_probabilities(model, image, 48, (1.0,), 33, plan.projection, torch.device("cpu"))
+        matrix += confusion(torch.from_numpy(probs.argmax(-1)), torch.from_numpy(label.astype(np.int64)), 11)
+    assert miou_from_results_txt(text) == pytest.approx(100 * mseg_scores(matrix)["miou"], abs=0.05)
+    again = evaluate(camvid, tmp_path / "results", "--save-predictions")
+    assert again.returncode == 0 and again.stdout.count("reusing") == 2, "finished results are reused"
+
+
+def test_evaluation_refusals_are_one_line(camvid, tmp_path):
+    oracle = tmp_path / "oracle.pth"
+    torch.save({"model": build_model("hrnet_w18", 19).state_dict(), "config": "universal: false\n"}, oracle)
+    cases = [(["--model", str(oracle)], "oracle model is scored on its own dataset"),
+             (["--dataset", "kitti-19"], "no shards at"),
+             (["--base-size", "0"], "--base-size: 0 is too small"),
+             (["--dataset", "no-such-set"], "no class names for dataset 'no-such-set'")]
+    for extra, needle in cases:
+        result = evaluate(camvid, tmp_path / "results", *extra)
+        assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a model")
+    result = evaluate(camvid, tmp_path / "results", "--model", str(junk))
+    assert result.returncode == 2 and "not a readable weights file" in result.stderr
+    assert not (tmp_path / "results").exists(), "a refused evaluation writes nothing"

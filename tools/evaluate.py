@@ -1,0 +1,77 @@
+"""Score a trained model with MSeg's protocol: zero-shot on test sets, on training sets, oracle, naive.
+
+    python tools/evaluate.py --model runs/mseg-3m/release.pth --dataset camvid-11 kitti-19 --shards shards \\
+        --base-size 360 720 1080 [--scales ss|ms] [--out results] [--device cuda]
+
+The ground truth comes from val shards written by tools/shard.py: test sets with `--taxonomy self`, training
+sets (unrelabeled) with `--taxonomy universal`. Writes MSeg's layout under --out (results.txt per dataset,
+base size and scales), and prints and writes the summary: per dataset the best base size, their harmonic mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from mseg_fast.apiroot import find_mseg_api
+from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.data.shardset import ShardSet
+from mseg_fast.errors import UserError
+from mseg_fast.evaluation.protocol import plan_evaluation
+from mseg_fast.evaluation.run import EvalSettings, check_shards_match, evaluate_one, model_taxonomy, summarize
+from mseg_fast.models.load import load_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a mseg-fast checkpoint or release file, or MSeg's")
+    parser.add_argument("--dataset", nargs="+", required=True, help="test sets (camvid-11, ...) or training sets")
+    parser.add_argument("--shards", type=Path, required=True, help="the shard root tools/shard.py --out wrote")
+    parser.add_argument("--base-size", type=at_least(1), nargs="+", default=[360, 720, 1080])
+    parser.add_argument("--scales", choices=("ss", "ms"), default="ss", help="single scale, or MSeg's six scales")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--crop", type=at_least(1), default=713)
+    parser.add_argument("--images-per-batch", type=at_least(1), default=4, help="images whose windows share batches")
+    parser.add_argument("--window-batch", type=at_least(2), default=8, help="windows (mirrors included) per forward")
+    parser.add_argument("--workers", type=at_least(0), default=2, help="decoding processes")
+    parser.add_argument("--save-predictions", action="store_true", help="write gray/<name>.png (resumable per image)")
+    parser.add_argument("--mseg-api", help="mseg-api checkout (default: $MSEG_API_ROOT)")
+    parser.add_argument("--tsv", type=Path, help="master TSV instead of mseg-api's")
+    args = parser.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device is available; use --device cpu")
+        api_root = find_mseg_api(args.mseg_api)
+        model = load_model(args.model).to(device)
+        taxonomy = model_taxonomy(args.model, model.num_classes)
+        plans = [plan_evaluation(taxonomy, model.num_classes, d, api_root, args.tsv) for d in args.dataset]
+        shardsets = [ShardSet.open(args.shards, p.label_taxonomy, p.dataset, "val") for p in plans]
+        for plan, shardset in zip(plans, shardsets):
+            check_shards_match(plan, shardset)
+        settings = EvalSettings(args.scales, args.crop, args.images_per_batch, args.window_batch, args.workers,
+                                args.save_predictions)
+        print(f"{args.model}: {taxonomy} model, {model.num_classes} classes, on {device}; "
+              + ", ".join(f"{p.dataset} ({p.combination})" for p in plans), flush=True)
+        records = []
+        for plan, shardset in zip(plans, shardsets):
+            for base in args.base_size:
+                out_dir = args.out / plan.folder / str(base) / args.scales
+                record = evaluate_one(model, args.model, plan, shardset, base, settings, out_dir, device,
+                                      lambda line: print(line, flush=True))
+                print(f"{plan.dataset} base {base} {args.scales}: mIoU {100 * record['miou']:.2f} "
+                      f"({out_dir / 'results.txt'})", flush=True)
+                records.append(record)
+        lines = summarize(records, [p.dataset for p in plans], args.out)
+    except USER_ERRORS as error:
+        return fail(error)
+    print("\n" + "\n".join(lines) + f"\n\nwrote {args.out / 'summary.md'} and {args.out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -99,3 +99,24 @@ def test_evaluation_refusals_are_one_line(camvid, tmp_path):
     result = evaluate(camvid, tmp_path / "results", "--model", str(junk))
     assert result.returncode == 2 and "not a readable weights file" in result.stderr
     assert not (tmp_path / "results").exists(), "a refused evaluation writes nothing"
+
+
+def test_two_gloo_ranks_score_each_image_once_into_one_matrix(camvid, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    single = evaluate(camvid, tmp_path / "one", "--base-size", "48")
+    assert single.returncode == 0, single.stderr
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29601",
+               str(REPO / "tools" / "evaluate.py"), "--model", str(camvid["model"]), "--dataset", "camvid-11",
+               "--shards", str(camvid["shards"]), "--base-size", "48", "--crop", "33", "--out", str(tmp_path / "two"),
+               "--device", "cpu", "--workers", "1", "--mseg-api", str(camvid["mseg_api"])]
+    double = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert double.returncode == 0, double.stdout + double.stderr
+    assert "x 2 ranks" in double.stdout
+    one, two = (json.loads((tmp_path / d / "camvid-11/48/ss/results.json").read_text()) for d in ("one", "two"))
+    assert one["confusion"] == two["confusion"] and two["images"] == 6 and sum(map(sum, two["confusion"])) > 0

@@ -23,6 +23,7 @@ from mseg_fast.errors import UserError
 from mseg_fast.evaluation.protocol import plan_evaluation
 from mseg_fast.evaluation.run import EvalSettings, check_shards_match, evaluate_one, model_taxonomy, summarize
 from mseg_fast.models.load import load_model
+from mseg_fast.train.distributed import init_distributed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-size", type=at_least(1), nargs="+", default=[360, 720, 1080])
     parser.add_argument("--scales", choices=("ss", "ms"), default="ss", help="single scale, or MSeg's six scales")
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="cpu or cuda (default: the rank's GPU where there is one, else cpu)")
     parser.add_argument("--crop", type=at_least(1), default=713)
     parser.add_argument("--images-per-batch", type=at_least(1), default=4, help="images whose windows share batches")
     parser.add_argument("--window-batch", type=at_least(2), default=8, help="windows (mirrors included) per forward")
@@ -43,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tsv", type=Path, help="master TSV instead of mseg-api's")
     args = parser.parse_args(argv)
     try:
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
+        if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {args.device}: no CUDA device is available; use --device cpu")
+        info = init_distributed()  # one process, or torchrun's ranks (each scores its part of every dataset)
+        device = torch.device(args.device) if args.device and args.device == "cpu" else info.device
+        say = (lambda line: print(line, flush=True)) if info.is_main else (lambda line: None)
         api_root = find_mseg_api(args.mseg_api)
         model = load_model(args.model).to(device)
         taxonomy = model_taxonomy(args.model, model.num_classes)
@@ -55,21 +58,21 @@ def main(argv: list[str] | None = None) -> int:
             check_shards_match(plan, shardset)
         settings = EvalSettings(args.scales, args.crop, args.images_per_batch, args.window_batch, args.workers,
                                 args.save_predictions)
-        print(f"{args.model}: {taxonomy} model, {model.num_classes} classes, on {device}; "
-              + ", ".join(f"{p.dataset} ({p.combination})" for p in plans), flush=True)
+        say(f"{args.model}: {taxonomy} model, {model.num_classes} classes, on {device} x {info.world_size} ranks; "
+            + ", ".join(f"{p.dataset} ({p.combination})" for p in plans))
         records = []
         for plan, shardset in zip(plans, shardsets):
             for base in args.base_size:
                 out_dir = args.out / plan.folder / str(base) / args.scales
-                record = evaluate_one(model, args.model, plan, shardset, base, settings, out_dir, device,
-                                      lambda line: print(line, flush=True))
-                print(f"{plan.dataset} base {base} {args.scales}: mIoU {100 * record['miou']:.2f} "
-                      f"({out_dir / 'results.txt'})", flush=True)
+                record = evaluate_one(model, args.model, plan, shardset, base, settings, out_dir, device, say,
+                                      info.rank, info.world_size)
+                say(f"{plan.dataset} base {base} {args.scales}: mIoU {100 * record['miou']:.2f} ({out_dir / 'results.txt'})")
                 records.append(record)
-        lines = summarize(records, [p.dataset for p in plans], args.out)
+        if info.is_main:
+            lines = summarize(records, [p.dataset for p in plans], args.out)
+            say("\n" + "\n".join(lines) + f"\n\nwrote {args.out / 'summary.md'} and {args.out / 'summary.json'}")
     except USER_ERRORS as error:
         return fail(error)
-    print("\n" + "\n".join(lines) + f"\n\nwrote {args.out / 'summary.md'} and {args.out / 'summary.json'}")
     return 0
 
 

@@ -20,12 +20,13 @@ from typing import Callable
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from mseg_fast.atomic import write_atomic
 from mseg_fast.data.shardset import ShardSet
-from mseg_fast.data.torch_loader import SampleReader, worker_init
+from mseg_fast.data.torch_loader import SampleReader, val_range, worker_init
 from mseg_fast.errors import UserError
 from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_probabilities
 from mseg_fast.eval.metrics import confusion
@@ -59,14 +60,16 @@ def prediction_name(dataset: str, image: str) -> str:
 class _ValImages(Dataset):
     """Val samples as (HWC uint8 RGB image, label, prediction name), decoded in loader workers."""
 
-    def __init__(self, shardset: ShardSet):
+    def __init__(self, shardset: ShardSet, indices: range):
         self.reader = SampleReader(shardset)
         self.dataset = shardset.dataset
+        self.indices = indices
 
     def __len__(self) -> int:
-        return self.reader.shardset.samples
+        return len(self.indices)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, position: int):
+        index = self.indices[position]
         image, label, meta = self.reader.decoded(index)
         return torch.from_numpy(image), torch.from_numpy(label.astype(np.int64)), prediction_name(
             self.dataset, meta.get("image", str(index)))
@@ -92,8 +95,13 @@ def _fingerprint(model_path: Path, settings: EvalSettings, base_size: int) -> di
 
 
 def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, base_size: int, settings: EvalSettings,
-                 out_dir: Path, device: torch.device, log: Callable[[str], None]) -> dict:
-    """One dataset at one base size; returns its results.json content."""
+                 out_dir: Path, device: torch.device, log: Callable[[str], None], rank: int = 0,
+                 world_size: int = 1) -> dict:
+    """One dataset at one base size; returns its results.json content.
+
+    With several ranks (torchrun), each scores its contiguous part of the val images, each image exactly
+    once, the confusion matrices are summed, and rank 0 writes the results.
+    """
     fingerprint = _fingerprint(model_path, settings, base_size)
     record_path = out_dir / "results.json"
     if record_path.is_file():
@@ -108,7 +116,8 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
     projection = torch.from_numpy(plan.projection).to(device) if plan.projection is not None else None
     spec = settings.spec(base_size)
     matrix = torch.zeros(len(plan.class_names), len(plan.class_names), dtype=torch.int64, device=device)
-    loader = DataLoader(_ValImages(shardset), batch_size=settings.images_per_batch, collate_fn=list,
+    loader = DataLoader(_ValImages(shardset, val_range(shardset.samples, rank, world_size)),
+                        batch_size=settings.images_per_batch, collate_fn=list,
                         num_workers=settings.workers, worker_init_fn=worker_init() if settings.workers else None,
                         multiprocessing_context="forkserver" if settings.workers else None)
     done, start, forward_seconds = 0, time.perf_counter(), 0.0
@@ -130,20 +139,24 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
                     cv2.imwrite(str(gray / f"{name}.png"), prediction.to(torch.uint8).cpu().numpy())
         done += len(batch)
         seconds = time.perf_counter() - start
-        log(f"{plan.dataset} base {base_size} {settings.scales}: {done}/{len(loader.dataset)} images, "
+        log(f"{plan.dataset} base {base_size} {settings.scales}: {done}/{len(loader.dataset)} images of rank {rank}, "
             f"{done / seconds:.2f} images/s, eta {(len(loader.dataset) - done) * seconds / done:.0f} s")
+    if world_size > 1:
+        dist.all_reduce(matrix)
+        done = shardset.samples
     scores = mseg_scores(matrix.cpu(), plan.excluded)
-    write_atomic(out_dir / "results.txt", results_txt(scores, plan.class_names).encode())
     kept = scores["kept"]
-    cv2.imwrite(str(out_dir / "confusion.png"), confusion_picture(matrix.cpu(), kept, plan.class_names))
     record = {"dataset": plan.dataset, "combination": plan.combination, "base_size": base_size,
               "scales": settings.scales, "miou": scores["miou"], "macc": scores["macc"], "all_acc": scores["all_acc"],
               "iou": {plan.class_names[k]: float(scores["iou"][k]) for k in kept},
               "acc": {plan.class_names[k]: float(scores["acc"][k]) for k in kept},
               "images": done, "seconds": round(time.perf_counter() - start, 2),
               "forward_share": round(forward_seconds / max(time.perf_counter() - start, 1e-9), 3),
-              "made_from": fingerprint}
-    write_atomic(record_path, json.dumps(record, indent=1).encode())
+              "made_from": fingerprint, "confusion": matrix.cpu().tolist()}
+    if rank == 0:
+        write_atomic(out_dir / "results.txt", results_txt(scores, plan.class_names).encode())
+        cv2.imwrite(str(out_dir / "confusion.png"), confusion_picture(matrix.cpu(), kept, plan.class_names))
+        write_atomic(record_path, json.dumps(record, indent=1).encode())
     return record
 
 

@@ -61,3 +61,22 @@ def grid(tiles: list[tuple[np.ndarray, np.ndarray, str, tuple[str, ...]]], colum
         cells.append(np.full((cell_h, width, 3), 255, np.uint8))
     rows = [np.hstack(cells[i:i + columns]) for i in range(0, len(cells), columns)]
     return np.vstack(rows)
+
+
+def with_legend(rgb: np.ndarray, label: np.ndarray, names: tuple[str, ...], top: int = 12) -> np.ndarray:
+    """The overlay of a predicted label map with a legend strip below: the `top` largest classes, with their
+    colours and shares of the picture."""
+    colours = palette(len(names))
+    picture = overlay(rgb, label, colours)
+    width = picture.shape[1]
+    entries = largest_classes(label, names, top)
+    per_row = max(1, width // 230)
+    rows = (len(entries) + per_row - 1) // per_row
+    strip = np.full((22 * max(rows, 1) + 6, width, 3), 255, np.uint8)
+    for k, (name, share) in enumerate(entries):
+        x, y = 6 + (k % per_row) * 230, 18 + (k // per_row) * 22
+        colour = tuple(int(c) for c in colours[names.index(name)]) if name in names else (0, 0, 0)
+        cv2.rectangle(strip, (x, y - 12), (x + 14, y + 2), colour, -1)
+        cv2.putText(strip, f"{name} {100 * share:.0f}%", (x + 20, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return np.vstack([picture, strip])

@@ -120,3 +120,38 @@ def test_two_gloo_ranks_score_each_image_once_into_one_matrix(camvid, tmp_path):
     assert "x 2 ranks" in double.stdout
     one, two = (json.loads((tmp_path / d / "camvid-11/48/ss/results.json").read_text()) for d in ("one", "two"))
     assert one["confusion"] == two["confusion"] and two["images"] == 6 and sum(map(sum, two["confusion"])) > 0
+
+
+def test_bench_eval_reports_both_evaluators(tmp_path):
+    import json
+
+    report = tmp_path / "eval.json"
+    result = run_tool("bench_eval.py", "--images", "2", "--base-size", "60", "--crop", "65", "--device", "cpu",
+                      "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert set(data["runs"]) == {"mseg_style", "ours"} and data["pixel_agreement"] >= 0.999
+    assert data["miou_difference"] <= 0.05 and data["runs"]["mseg_style"]["forward_calls"] > data["runs"]["ours"]["forward_calls"]
+    assert "speed-up" in result.stdout
+
+
+def test_predict_writes_ids_and_overlays(camvid, tmp_path):
+    images = sorted(camvid["images"].glob("*.png"))[:2]
+    common = ["--model", str(camvid["model"]), "--base-size", "48", "--crop", "33", "--device", "cpu",
+              "--mseg-api", str(camvid["mseg_api"])]
+    result = run_tool("predict.py", *map(str, images), "--out", str(tmp_path / "camvid"), "--taxonomy", "camvid-11",
+                      *common)
+    assert result.returncode == 0, result.stderr
+    assert "camvid-11 (11 classes)" in result.stdout and "images/s" in result.stdout
+    gray = cv2.imread(str(tmp_path / "camvid" / f"{images[0].stem}_gray.png"), cv2.IMREAD_UNCHANGED)
+    assert gray.shape == SIZE and gray.max() < 11
+    overlay = cv2.imread(str(tmp_path / "camvid" / f"{images[0].stem}_overlay.jpg"))
+    assert overlay.shape[1] == SIZE[1] and overlay.shape[0] > SIZE[0], "the legend sits below the picture"
+    universal = run_tool("predict.py", "--folder", str(camvid["images"]), "--out", str(tmp_path / "universal"),
+                         *common)
+    assert universal.returncode == 0 and "universal (194 classes)" in universal.stdout
+    assert len(list((tmp_path / "universal").glob("*_gray.png"))) == 6
+    if not torch.cuda.is_available():
+        refused = run_tool("predict.py", str(images[0]), "--model", str(camvid["model"]), "--out", str(tmp_path / "x"),
+                           "--device", "cuda")
+        assert refused.returncode == 2 and "no CUDA device" in refused.stderr

@@ -140,3 +140,14 @@ def test_evaluation_plans_follow_msegs_four_combinations(mseg_api):
                          (("universal", 194, "no-such-set"), "no class names")):
         with pytest.raises(UserError, match=reason):
             plan_evaluation(*args, mseg_api)
+
+
+def test_predicted_labels_are_the_argmax_of_the_probabilities():
+    from mseg_fast.eval.inference import predict_labels
+
+    model = Tiny(classes=7).eval()
+    images = [torch.from_numpy(photo(70, 90, 5)), torch.from_numpy(photo(40, 40, 6))]
+    spec = InferenceSpec(base_size=60, scales=(0.75, 1.0), crop=33, window_batch=4)
+    labels = predict_labels(model, images, spec, class_chunk=3)
+    for label, probs in zip(labels, predict_probabilities(model, images, spec)):
+        assert torch.equal(label, probs.argmax(0))

@@ -50,7 +50,10 @@ def mseg_style_probabilities(model, image_rgb: np.ndarray, base_size: int, scale
                 count[y0:y0 + crop, x0:x0 + crop] += 1
         prediction /= count[:, :, None]
         prediction = prediction[top:top + new_h, left:left + new_w]
-        full = cv2.resize(prediction, (width, height), interpolation=cv2.INTER_LINEAR)
-        full = full.reshape(height, width, -1)  # OpenCV drops a single channel's axis
+        # MSeg resizes all channels in one call; OpenCV 5 takes fewer channels per image, so a few at a time
+        # (the same bilinear interpolation per channel).
+        full = np.concatenate([cv2.resize(prediction[:, :, c:c + 4], (width, height), interpolation=cv2.INTER_LINEAR
+                                          ).reshape(height, width, -1) for c in range(0, prediction.shape[2], 4)],
+                              axis=2)
         total = full if total is None else total + full
     return total / len(scales)

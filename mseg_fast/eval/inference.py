@@ -77,20 +77,18 @@ def _prepare(image: torch.Tensor, short: int, crop: int) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def predict_probabilities(model, images: list[torch.Tensor], spec: InferenceSpec,
-                          projection: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Class probabilities of each image at its original size.
+def scale_maps(model, images: list[torch.Tensor], spec: InferenceSpec,
+               projection: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+    """Per image, per scale: the coverage-averaged class probabilities of the resized image, padding cut
+    away (K x h_s x w_s), before the resize back to the original size.
 
     Args:
         model: maps normalised NCHW crops to logits at the crop's size (eval mode).
         images: HWC uint8 RGB tensors on the model's device.
         projection: K_eval x K_model matrix applied to the softmax (MSeg's universal -> test mapping), or
             None when the model's classes are the evaluation classes.
-
-    Returns:
-        One K x H x W float tensor per image (K: evaluation classes), the mean over scales.
     """
-    results: list[torch.Tensor | None] = [None] * len(images)
+    out: list[list[torch.Tensor]] = [[] for _ in images]
     for scale in spec.scales:
         short = round(scale * spec.base_size)
         prepared = [_prepare(image, short, spec.crop) for image in images]
@@ -113,8 +111,38 @@ def predict_probabilities(model, images: list[torch.Tensor], spec: InferenceSpec
                     sums[i] = torch.zeros((window.shape[0], *prepared[i][0].shape[1:]), device=window.device)
                 sums[i][:, y:y + spec.crop, x:x + spec.crop] += window
                 counts[i][y:y + spec.crop, x:x + spec.crop] += 1
-        for i, ((_, (top, left, height, width)), image) in enumerate(zip(prepared, images)):
-            mean = (sums[i] / counts[i])[:, top:top + height, left:left + width]
-            full = F.interpolate(mean[None], size=tuple(image.shape[:2]), mode="bilinear", align_corners=False)[0]
-            results[i] = full if results[i] is None else results[i] + full
-    return [r / len(spec.scales) for r in results]
+        for i, (_, (top, left, height, width)) in enumerate(prepared):
+            out[i].append((sums[i] / counts[i])[:, top:top + height, left:left + width])
+    return out
+
+
+def _at_size(maps: list[torch.Tensor], size: tuple[int, int], classes: slice) -> torch.Tensor:
+    """Mean over scales of the maps' `classes`, bilinearly resized to `size`."""
+    total = sum(F.interpolate(m[None, classes], size=size, mode="bilinear", align_corners=False)[0] for m in maps)
+    return total / len(maps)
+
+
+def predict_probabilities(model, images: list[torch.Tensor], spec: InferenceSpec,
+                          projection: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Class probabilities of each image at its original size (K x H x W), the mean over scales."""
+    maps = scale_maps(model, images, spec, projection)
+    return [_at_size(m, tuple(image.shape[:2]), slice(None)) for m, image in zip(maps, images)]
+
+
+def predict_labels(model, images: list[torch.Tensor], spec: InferenceSpec, projection: torch.Tensor | None = None,
+                   class_chunk: int = 16) -> list[torch.Tensor]:
+    """The argmax of `predict_probabilities`, computed a few classes at a time: 194 full-size probability maps
+    of a 1080p photo are 1.6 GB of floats, most of an image's time on a CPU; the running maximum needs one."""
+    labels = []
+    for maps, image in zip(scale_maps(model, images, spec, projection), images):
+        size, classes = tuple(image.shape[:2]), maps[0].shape[0]
+        best = torch.full(size, -1.0, device=maps[0].device)
+        label = torch.zeros(size, dtype=torch.int64, device=maps[0].device)
+        for first in range(0, classes, class_chunk):
+            chunk = _at_size(maps, size, slice(first, first + class_chunk))
+            value, index = chunk.max(0)
+            better = value > best  # strictly: ties keep the lower class, as argmax does
+            best = torch.where(better, value, best)
+            label = torch.where(better, index + first, label)
+        labels.append(label)
+    return labels

@@ -4,7 +4,8 @@ For each dataset a plan (protocol.py) says which shards hold the ground truth an
 classes map onto the evaluation classes; for each base size, every val image goes through the inference
 core (windows of several images batched on the device), the argmax is scored into a dataset-wide
 confusion matrix, and `<out>/<folder>/<base>/<ss|ms>/` gets results.txt (MSeg's format), results.json
-(per-class IoU and accuracy by name) and a confusion picture; `gray/<name>.png` with
+(per-class IoU and accuracy by name, the confusion matrix, the share of time in inference) and a confusion
+picture; `gray/<name>.png` with
 `save_predictions`. A finished (dataset, base size) whose results.json was made by the same model file
 and settings is reused; saved predictions are reused image by image (a killed run continues).
 """
@@ -28,7 +29,7 @@ from mseg_fast.atomic import write_atomic
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.data.torch_loader import SampleReader, val_range, worker_init
 from mseg_fast.errors import UserError
-from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_probabilities
+from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_labels
 from mseg_fast.eval.metrics import confusion
 from mseg_fast.eval.mseg_metrics import harmonic_mean, mseg_scores, results_txt
 from mseg_fast.eval.validate import confusion_picture
@@ -130,10 +131,9 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
         todo = [item for item in batch if item[2] not in saved]
         if todo:
             tick = time.perf_counter()
-            probs = predict_probabilities(model, [image.to(device) for image, _, _ in todo], spec, projection)
+            predictions = predict_labels(model, [image.to(device) for image, _, _ in todo], spec, projection)
             forward_seconds += time.perf_counter() - tick
-            for (image, label, name), prob in zip(todo, probs):
-                prediction = prob.argmax(0)
+            for (image, label, name), prediction in zip(todo, predictions):
                 matrix += confusion(prediction, label.to(device), len(plan.class_names))
                 if settings.save_predictions:
                     cv2.imwrite(str(gray / f"{name}.png"), prediction.to(torch.uint8).cpu().numpy())
@@ -151,7 +151,7 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
               "iou": {plan.class_names[k]: float(scores["iou"][k]) for k in kept},
               "acc": {plan.class_names[k]: float(scores["acc"][k]) for k in kept},
               "images": done, "seconds": round(time.perf_counter() - start, 2),
-              "forward_share": round(forward_seconds / max(time.perf_counter() - start, 1e-9), 3),
+              "inference_share": round(forward_seconds / max(time.perf_counter() - start, 1e-9), 3),
               "made_from": fingerprint, "confusion": matrix.cpu().tolist()}
     if rank == 0:
         write_atomic(out_dir / "results.txt", results_txt(scores, plan.class_names).encode())

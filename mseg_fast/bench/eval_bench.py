@@ -1,0 +1,66 @@
+"""Evaluation speed: the inference core (windows of several images batched, all on the device) against the
+MSeg-style evaluator (one image at a time, two windows per forward, host-side OpenCV), same weights, images
+and machine, in one run; with the share of time outside the network's forward passes and the agreement
+of their predictions and mIoU."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from mseg_fast.bench.mseg_eval import mseg_style_probabilities
+from mseg_fast.eval.inference import InferenceSpec, predict_labels
+from mseg_fast.eval.metrics import confusion
+from mseg_fast.eval.mseg_metrics import mseg_scores
+
+
+class TimedForward(nn.Module):
+    """The network, with the seconds spent in its forward passes (synchronised on a GPU)."""
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        super().__init__()
+        self.model, self.device, self.seconds, self.calls = model, device, 0.0, 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        tick = time.perf_counter()
+        out = self.model(images)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.perf_counter() - tick
+        self.calls += 1
+        return out
+
+
+def run_eval_bench(model: nn.Module, images: list[np.ndarray], labels: list[np.ndarray], spec: InferenceSpec,
+                   images_per_batch: int, device: torch.device) -> dict:
+    """Both evaluators over the same images; returns their rates, overheads and agreement."""
+    num_classes = model.num_classes
+    runs, predictions = {}, {}
+    for name in ("mseg_style", "ours"):
+        timed = TimedForward(model, device).eval()
+        start = time.perf_counter()
+        preds = []
+        if name == "ours":
+            for first in range(0, len(images), images_per_batch):
+                chunk = [torch.from_numpy(i).to(device) for i in images[first:first + images_per_batch]]
+                preds += [p.cpu() for p in predict_labels(timed, chunk, spec)]
+        else:
+            for image in images:
+                probs = mseg_style_probabilities(timed, image, spec.base_size, spec.scales, spec.crop, None, device)
+                preds.append(torch.from_numpy(probs.argmax(-1)))
+        seconds = time.perf_counter() - start
+        matrix = sum(confusion(p, torch.from_numpy(lab.astype(np.int64)), num_classes) for p, lab in zip(preds, labels))
+        predictions[name] = preds
+        runs[name] = {"images_per_s": round(len(images) / seconds, 3), "seconds": round(seconds, 2),
+                      "outside_forward_share": round(1 - timed.seconds / seconds, 3), "forward_calls": timed.calls,
+                      "miou": round(100 * mseg_scores(matrix)["miou"], 3)}
+    same = sum(int((a == b).sum()) for a, b in zip(predictions["ours"], predictions["mseg_style"]))
+    total = sum(p.numel() for p in predictions["ours"])
+    return {"runs": runs, "pixel_agreement": round(same / total, 6),
+            "miou_difference": round(abs(runs["ours"]["miou"] - runs["mseg_style"]["miou"]), 4),
+            "speedup": round(runs["ours"]["images_per_s"] / runs["mseg_style"]["images_per_s"], 2)}

@@ -1,0 +1,105 @@
+"""Predict label maps for pictures people look at: images, a folder or a video -> grey id PNGs and colour
+overlays with a legend, in the model's taxonomy or projected onto a dataset's (e.g. camvid-11).
+
+    python tools/predict.py --model release.pth PHOTO.jpg ... --out predictions [--taxonomy camvid-11]
+    python tools/predict.py --model release.pth --folder DIR --out predictions [--base-size 720] [--scales ms]
+    python tools/predict.py --model release.pth --video clip.mp4 --out predictions
+
+Single scale by default (MSeg's demo defaulted to six scales: minutes per image on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mseg_fast.apiroot import find_mseg_api, master_tsv_path
+from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.errors import UserError
+from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_labels
+from mseg_fast.evaluation.protocol import plan_evaluation
+from mseg_fast.evaluation.run import model_taxonomy
+from mseg_fast.models.load import load_model
+from mseg_fast.taxonomy import read_master_tsv, universal_names
+from mseg_fast.viz import with_legend
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def frames(args: argparse.Namespace):
+    """(name, RGB image) of every input."""
+    paths = list(args.images)
+    if args.folder:
+        paths += sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    for path in paths:
+        image = cv2.imread(str(path))
+        if image is None:
+            raise UserError(f"{path}: not an image OpenCV can read")
+        yield path.stem, image[:, :, ::-1].copy()
+    if args.video:
+        capture = cv2.VideoCapture(str(args.video))
+        if not capture.isOpened():
+            raise UserError(f"{args.video}: not a video OpenCV can read")
+        number = 0
+        while (frame := capture.read())[0]:
+            yield f"{args.video.stem}_{number:06d}", frame[1][:, :, ::-1].copy()
+            number += 1
+        capture.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="*", type=Path)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--folder", type=Path)
+    parser.add_argument("--video", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--taxonomy", help="project onto this dataset's classes (a test set, e.g. camvid-11)")
+    parser.add_argument("--base-size", type=at_least(1), default=720)
+    parser.add_argument("--scales", choices=("ss", "ms"), default="ss")
+    parser.add_argument("--crop", type=at_least(1), default=713)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--mseg-api", help="mseg-api checkout (class names, TSV)")
+    args = parser.parse_args(argv)
+    try:
+        if not (args.images or args.folder or args.video):
+            raise UserError("nothing to predict: give image paths, --folder DIR or --video FILE")
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device is available; use --device cpu")
+        device = torch.device(args.device)
+        model = load_model(args.model).to(device)
+        taxonomy, api_root = model_taxonomy(args.model, model.num_classes), find_mseg_api(args.mseg_api)
+        projection = None
+        if args.taxonomy:
+            plan = plan_evaluation(taxonomy, model.num_classes, args.taxonomy, api_root)
+            names = plan.class_names
+            projection = torch.from_numpy(plan.projection).to(device) if plan.projection is not None else None
+        elif taxonomy == "universal":
+            names = universal_names(read_master_tsv(master_tsv_path(api_root)))
+        else:
+            raise UserError(f"a {taxonomy} model's classes need a name: pass --taxonomy DATASET")
+        spec = InferenceSpec(args.base_size, MULTI_SCALE if args.scales == "ms" else (1.0,), args.crop)
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(f"{args.model}: {taxonomy} model -> {args.taxonomy or 'universal'} ({len(names)} classes) on {device}",
+              flush=True)
+        start, count = time.perf_counter(), 0
+        for name, image in frames(args):
+            label = predict_labels(model, [torch.from_numpy(image).to(device)], spec, projection)[0].cpu().numpy()
+            cv2.imwrite(str(args.out / f"{name}_gray.png"), label.astype(np.uint8 if len(names) <= 256 else np.uint16))
+            cv2.imwrite(str(args.out / f"{name}_overlay.jpg"), with_legend(image, label, tuple(names))[:, :, ::-1])
+            count += 1
+            print(f"{name}: {count} images, {count / (time.perf_counter() - start):.2f} images/s", flush=True)
+    except USER_ERRORS as error:
+        return fail(error)
+    print(f"wrote {count} predictions (NAME_gray.png, NAME_overlay.jpg) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

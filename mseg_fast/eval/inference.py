@@ -92,8 +92,10 @@ def scale_maps(model, images: list[torch.Tensor], spec: InferenceSpec,
     for scale in spec.scales:
         short = round(scale * spec.base_size)
         prepared = [_prepare(image, short, spec.crop) for image in images]
+        # Sums over the image's own region only: padding is cut away in the end, so its pixels need no
+        # softmax (at base 360 a 1080p photo's windows are half padding).
         sums: list[torch.Tensor | None] = [None] * len(images)
-        counts = [torch.zeros(p.shape[1:], device=p.device) for p, _ in prepared]
+        counts = [torch.zeros(box[2:], device=p.device) for p, box in prepared]
         jobs = [(i, y, x) for i, (padded, _) in enumerate(prepared)
                 for y in window_starts(padded.shape[1], spec.crop, spec.stride)
                 for x in window_starts(padded.shape[2], spec.crop, spec.stride)]
@@ -102,17 +104,21 @@ def scale_maps(model, images: list[torch.Tensor], spec: InferenceSpec,
             chunk = jobs[start:start + per_pass]
             crops = torch.stack([prepared[i][0][:, y:y + spec.crop, x:x + spec.crop] for i, y, x in chunk])
             logits = model(torch.cat([crops, crops.flip(-1)])).float()
-            probs = F.softmax(logits, dim=1)
-            if projection is not None:
-                probs = torch.einsum("kc,nchw->nkhw", projection.to(probs), probs)
-            probs = (probs[:len(chunk)] + probs[len(chunk):].flip(-1)) / 2
-            for (i, y, x), window in zip(chunk, probs):
+            for k, (i, y, x) in enumerate(chunk):
+                top, left, height, width = prepared[i][1]
+                y0, y1 = max(y, top), min(y + spec.crop, top + height)
+                x0, x1 = max(x, left), min(x + spec.crop, left + width)
+                pair = torch.stack([logits[k], logits[len(chunk) + k].flip(-1)])[:, :, y0 - y:y1 - y, x0 - x:x1 - x]
+                probs = F.softmax(pair, dim=1)
+                if projection is not None:
+                    probs = torch.einsum("kc,nchw->nkhw", projection.to(probs), probs)
+                window = (probs[0] + probs[1]) / 2
                 if sums[i] is None:
-                    sums[i] = torch.zeros((window.shape[0], *prepared[i][0].shape[1:]), device=window.device)
-                sums[i][:, y:y + spec.crop, x:x + spec.crop] += window
-                counts[i][y:y + spec.crop, x:x + spec.crop] += 1
-        for i, (_, (top, left, height, width)) in enumerate(prepared):
-            out[i].append((sums[i] / counts[i])[:, top:top + height, left:left + width])
+                    sums[i] = torch.zeros((window.shape[0], height, width), device=window.device)
+                sums[i][:, y0 - top:y1 - top, x0 - left:x1 - left] += window
+                counts[i][y0 - top:y1 - top, x0 - left:x1 - left] += 1
+        for i in range(len(images)):
+            out[i].append(sums[i] / counts[i])
     return out
 
 

@@ -8,6 +8,7 @@ file registering the datasets (`--extra-datasets`). Layout under `root`:
     data/DemoStreets/images/{train,val}/*.jpg, labels/...png     (JPEG images, like ADE20K)
     data/DemoRooms/leftImg8bit/{train,val}/*.png, gtFine/...png  (PNG images, like Cityscapes)
     data/DemoFields/...
+    data/DemoOutdoor/...     (a test set in a taxonomy of its own, for the zero-shot evaluation; val only)
     mseg-api/mseg/class_remapping_files/MSeg_master.tsv
     mseg-api/mseg/dataset_lists/<name>/<name>_names.txt, list/{train,val}.txt
     datasets.yaml
@@ -46,19 +47,27 @@ DATASETS = (
                 ("grass", "sky", "tree", "cow", "water", "road"), (16, 6)),
 )
 
+# A test set the demo model never trains on, in a taxonomy of its own (MSeg's zero-shot setting): outdoor
+# scenes drawn like demo-streets' and demo-fields', labelled with coarser classes of their own.
+TEST_DATASET = DemoDataset("demo-outdoor", "DemoOutdoor", "images", "labels", "jpg", (360, 640),
+                           ("road", "pavement", "building", "sky", "vehicle", "person", "plants", "ground", "animal",
+                            "water"), (0, 8))
+# Its classes for the scenes' own ids (drawn as those datasets draw them); ego vehicle stays unlabelled.
+TEST_FROM = {"demo-streets": (0, 1, 2, 3, 4, 5, 6, 6, IGNORE_LABEL), "demo-fields": (7, 3, 6, 8, 9, 0)}
+
 # The demo's universal taxonomy: (universal name, {dataset: cell}) in MSeg_master.tsv's cell
 # syntax; braces merge several dataset classes; the last row, `unlabeled`, maps to 255.
 UNIVERSAL_ROWS = (
-    ("road", {"demo-streets": "road", "demo-fields": "road"}),
-    ("sidewalk_pavement", {"demo-streets": "sidewalk"}),
-    ("building", {"demo-streets": "building"}),
-    ("sky", {"demo-streets": "sky", "demo-fields": "sky"}),
-    ("car", {"demo-streets": "car"}),
-    ("person", {"demo-streets": "person", "demo-rooms": "person"}),
-    ("vegetation", {"demo-streets": "{tree, bush}", "demo-fields": "tree"}),
-    ("terrain", {"demo-fields": "grass"}),
-    ("cow", {"demo-fields": "cow"}),
-    ("water_other", {"demo-fields": "water"}),
+    ("road", {"demo-streets": "road", "demo-fields": "road", "demo-outdoor": "road"}),
+    ("sidewalk_pavement", {"demo-streets": "sidewalk", "demo-outdoor": "pavement"}),
+    ("building", {"demo-streets": "building", "demo-outdoor": "building"}),
+    ("sky", {"demo-streets": "sky", "demo-fields": "sky", "demo-outdoor": "sky"}),
+    ("car", {"demo-streets": "car", "demo-outdoor": "vehicle"}),
+    ("person", {"demo-streets": "person", "demo-rooms": "person", "demo-outdoor": "person"}),
+    ("vegetation", {"demo-streets": "{tree, bush}", "demo-fields": "tree", "demo-outdoor": "plants"}),
+    ("terrain", {"demo-fields": "grass", "demo-outdoor": "ground"}),
+    ("cow", {"demo-fields": "cow", "demo-outdoor": "animal"}),
+    ("water_other", {"demo-fields": "water", "demo-outdoor": "water"}),
     ("floor", {"demo-rooms": "floor"}),
     ("wall", {"demo-rooms": "wall"}),
     ("ceiling", {"demo-rooms": "ceiling"}),
@@ -143,12 +152,42 @@ def render(label: np.ndarray, palette: np.ndarray, rng: np.random.Generator) -> 
 
 
 def write_tsv(path: Path) -> None:
-    header = ["Parent Category", *[d.name for d in DATASETS], "universal"]
+    columns = [d.name for d in (*DATASETS, TEST_DATASET)]
+    header = ["Parent Category", *columns, "universal"]
     lines = ["\t".join(header)]
     for name, cells in UNIVERSAL_ROWS:
-        lines.append("\t".join(["demo", *[cells.get(d.name, "") for d in DATASETS], name]))
+        lines.append("\t".join(["demo", *[cells.get(c, "") for c in columns], name]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _write_test_set(root: Path, lists_root: Path, seed: int) -> None:
+    """demo-outdoor's val split: scenes drawn and coloured as demo-streets' and demo-fields' are, labelled in
+    the test set's own classes."""
+    ds = TEST_DATASET
+    meta_dir = lists_root / ds.name
+    (meta_dir / "list").mkdir(parents=True, exist_ok=True)
+    (meta_dir / f"{ds.name}_names.txt").write_text("\n".join(ds.classes) + "\n", encoding="utf-8")
+    rng = np.random.default_rng([seed, 99])
+    lines = []
+    for i in range(ds.counts[1]):
+        source = ("demo-streets", "demo-fields")[i % 2]
+        number = next(k for k, d in enumerate(DATASETS) if d.name == source)
+        palette = _palette(len(DATASETS[number].classes), np.random.default_rng([seed, number]))  # as in training
+        label = _DRAW[source](rng, *ds.size)
+        image = render(label, palette, rng)
+        table = np.full(256, IGNORE_LABEL, np.uint8)
+        table[:len(TEST_FROM[source])] = TEST_FROM[source]
+        image_rel = f"{ds.image_dir}/val/{ds.name}_val_{i:04d}.jpg"
+        label_rel = f"{ds.label_dir}/val/{ds.name}_val_{i:04d}.png"
+        for rel, array, params in ((image_rel, image[:, :, ::-1], (cv2.IMWRITE_JPEG_QUALITY, 92)),
+                                   (label_rel, table[label], ())):
+            path = root / "data" / ds.root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), array, params):
+                raise OSError(f"could not write {path}")
+        lines.append(f"{image_rel} {label_rel}")
+    (meta_dir / "list" / "val.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def make_demo(root: Path, seed: int = 0) -> Path:
@@ -179,6 +218,8 @@ def make_demo(root: Path, seed: int = 0) -> Path:
                 lines.append(f"{image_rel} {label_rel}")
             (meta_dir / "list" / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         registry[ds.name] = {"root": ds.root}
+    _write_test_set(root, lists_root, seed)
+    registry[TEST_DATASET.name] = {"root": TEST_DATASET.root}
     registry_path = root / "datasets.yaml"
     registry_path.write_text(yaml.safe_dump(registry, sort_keys=False), encoding="utf-8")
     return registry_path

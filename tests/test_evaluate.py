@@ -155,3 +155,31 @@ def test_predict_writes_ids_and_overlays(camvid, tmp_path):
         refused = run_tool("predict.py", str(images[0]), "--model", str(camvid["model"]), "--out", str(tmp_path / "x"),
                            "--device", "cuda")
         assert refused.returncode == 2 and "no CUDA device" in refused.stderr
+
+
+def test_demo_test_set_is_scored_zero_shot_and_training_sets_in_universal_ids(demo_tree, demo_shards, tmp_path):
+    """The demo's zero-shot table: a test set in a taxonomy of its own, through the demo TSV's column; the
+    model's own training set in universal ids (its role read from the model file)."""
+    from helpers import demo_args
+    from mseg_fast.config import load_config, to_yaml
+    from mseg_fast.demo_data import TEST_DATASET
+
+    shards = tmp_path / "shards"
+    import shutil
+
+    shutil.copytree(demo_shards, shards)
+    run_tool("shard.py", "--dataset", TEST_DATASET.name, "--split", "val", "--taxonomy", "self", "--workers", "1",
+             *demo_args(demo_tree, shards), check=True)
+    config = load_config(None, ["dataset=[demo-streets, demo-rooms, demo-fields]"])
+    torch.manual_seed(0)
+    model = tmp_path / "demo.pth"
+    torch.save({"model": build_model("hrnet_w18", 16).state_dict(), "config": to_yaml(config)}, model)
+    result = run_tool("evaluate.py", "--model", str(model), "--dataset", TEST_DATASET.name, "demo-streets", "--shards",
+                      str(shards), "--mseg-api", str(demo_tree / "mseg-api"), "--base-size", "60", "--crop", "65",
+                      "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "results"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo-outdoor (zero-shot), demo-streets (universal)" in result.stdout
+    text = (tmp_path / "results/demo-outdoor/60/ss/results.txt").read_text()
+    assert len(text.splitlines()) == 1 + len(TEST_DATASET.classes)
+    assert (tmp_path / "results/demo-streets_universal/60/ss/results.txt").is_file()
+    assert "| demo-outdoor |" in (tmp_path / "results/summary.md").read_text()

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         say = (lambda line: print(line, flush=True)) if info.is_main else (lambda line: None)
         api_root = find_mseg_api(args.mseg_api)
         model = load_model(args.model).to(device)
-        taxonomy = model_taxonomy(args.model, model.num_classes)
-        plans = [plan_evaluation(taxonomy, model.num_classes, d, api_root, args.tsv) for d in args.dataset]
+        taxonomy, trained_on = model_taxonomy(args.model, model.num_classes)
+        plans = [plan_evaluation(taxonomy, model.num_classes, d, api_root, args.tsv, trained_on)
+                 for d in args.dataset]
         shardsets = [ShardSet.open(args.shards, p.label_taxonomy, p.dataset, "val") for p in plans]
         for plan, shardset in zip(plans, shardsets):
             check_shards_match(plan, shardset)

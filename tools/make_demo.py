@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mseg_fast.demo_data import DATASETS, make_demo
+from mseg_fast.demo_data import DATASETS, TEST_DATASET, make_demo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     registry = make_demo(args.out, args.seed)
     total = sum(sum(d.counts) for d in DATASETS)
-    print(f"demo tree: {total} images in {len(DATASETS)} datasets under {args.out / 'data'}; "
+    print(f"demo tree: {total} images in {len(DATASETS)} training datasets and {TEST_DATASET.counts[1]} in the test "
+          f"set {TEST_DATASET.name} under {args.out / 'data'}; "
           f"taxonomy and lists under {args.out / 'mseg-api'}; datasets registered in {registry}")
     return 0
 

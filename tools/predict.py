@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--device {args.device}: no CUDA device is available; use --device cpu")
         device = torch.device(args.device)
         model = load_model(args.model).to(device)
-        taxonomy, api_root = model_taxonomy(args.model, model.num_classes), find_mseg_api(args.mseg_api)
+        (taxonomy, trained_on), api_root = model_taxonomy(args.model, model.num_classes), find_mseg_api(args.mseg_api)
         projection = None
         if args.taxonomy:
-            plan = plan_evaluation(taxonomy, model.num_classes, args.taxonomy, api_root)
+            plan = plan_evaluation(taxonomy, model.num_classes, args.taxonomy, api_root, trained_on=trained_on)
             names = plan.class_names
             projection = torch.from_numpy(plan.projection).to(device) if plan.projection is not None else None
         elif taxonomy == "universal":

@@ -18,7 +18,7 @@ import numpy as np
 from mseg_fast import taxonomy
 from mseg_fast.apiroot import dataset_lists_dir, master_tsv_path
 from mseg_fast.constants import IGNORE_LABEL
-from mseg_fast.datasets import TEST_DATASETS, UNRELABELED_TRAIN
+from mseg_fast.datasets import RELABELED_TRAIN, TEST_DATASETS, UNRELABELED_TRAIN
 from mseg_fast.errors import UserError
 from mseg_fast.targets import naive_class_names
 
@@ -63,9 +63,13 @@ def _names(api_root: Path, dataset: str) -> tuple[str, ...]:
 
 
 def plan_evaluation(model_taxonomy: str, model_classes: int, dataset: str, api_root: Path,
-                    tsv_path: Path | None = None) -> EvalPlan:
+                    tsv_path: Path | None = None, trained_on: tuple[str, ...] = ()) -> EvalPlan:
     """The evaluation of a model of `model_taxonomy` ("universal", "naive" or "self") with `model_classes`
     outputs on `dataset`.
+
+    MSeg decides by name (its 6 test sets are zero-shot, its training sets universal). Datasets of your own
+    follow the same rule by role: one the model was trained on (`trained_on`, read from a mseg-fast model
+    file) is scored in universal ids; one it never saw, with a column in the TSV, zero-shot.
 
     Raises:
         UserError: the model's taxonomy cannot be mapped to the dataset's, with the reason.
@@ -76,16 +80,18 @@ def plan_evaluation(model_taxonomy: str, model_classes: int, dataset: str, api_r
         universal = taxonomy.universal_names(tsv)
         if model_classes != len(universal):
             raise UserError(f"the model has {model_classes} classes, the universal taxonomy {len(universal)}")
-        if dataset in TEST_DATASETS:
+        unseen = dataset not in trained_on and dataset not in UNRELABELED_TRAIN + RELABELED_TRAIN
+        if dataset in TEST_DATASETS or (unseen and tsv.has_column(dataset)):
             return EvalPlan(dataset, "zero-shot", "self", names,
                             taxonomy.test_matrix(tsv, dataset, names).astype(np.float32), (), dataset)
-        if dataset in UNRELABELED_TRAIN:
+        if dataset in UNRELABELED_TRAIN or dataset in trained_on:
             table = taxonomy.universal_table(tsv, dataset, names)
             reached = set(table[:len(names)].tolist()) - {IGNORE_LABEL}
             excluded = tuple(k for k in range(len(universal)) if k not in reached)
             return EvalPlan(dataset, "universal", "universal", universal, None, excluded, f"{dataset}_universal")
-        raise UserError(f"a universal model is scored on MSeg's test sets ({', '.join(TEST_DATASETS)}) or on the "
-                        f"unrelabeled training sets ({', '.join(UNRELABELED_TRAIN)}); '{dataset}' is neither")
+        raise UserError(f"a universal model is scored on MSeg's test sets ({', '.join(TEST_DATASETS)}), on the "
+                        f"unrelabeled training sets ({', '.join(UNRELABELED_TRAIN)}), on its own training sets, or "
+                        f"on a dataset with a column in the TSV; '{dataset}' is none of these")
     if model_taxonomy == "naive":
         if dataset not in TEST_DATASETS:
             raise UserError(f"a naive-merge model is scored on MSeg's test sets ({', '.join(TEST_DATASETS)}) only "

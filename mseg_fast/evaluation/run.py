@@ -39,16 +39,18 @@ from mseg_fast.models.load import read_weights_file
 NAIVE_CLASSES = 316
 
 
-def model_taxonomy(path: Path, num_classes: int, universal_classes: int = 194) -> str:
-    """'universal', 'naive' or 'self': from the training config a mseg-fast file carries, else (MSeg's
-    release files carry none) from the class count, as MSeg's scripts decide."""
+def model_taxonomy(path: Path, num_classes: int, universal_classes: int = 194) -> tuple[str, tuple[str, ...]]:
+    """'universal', 'naive' or 'self', and the datasets the model was trained on: from the training config a
+    mseg-fast file carries, else (MSeg's release files carry none) from the class count, as MSeg's scripts
+    decide, and no datasets."""
     config = read_weights_file(path).get("config")
     if isinstance(config, str):
         values = yaml.safe_load(config) or {}
+        trained_on = tuple(values.get("dataset") or ())
         if not values.get("universal", True):
-            return "self"
-        return "naive" if values.get("use_naive_taxonomy") else "universal"
-    return {universal_classes: "universal", NAIVE_CLASSES: "naive"}.get(num_classes, "self")
+            return "self", trained_on
+        return ("naive" if values.get("use_naive_taxonomy") else "universal"), trained_on
+    return {universal_classes: "universal", NAIVE_CLASSES: "naive"}.get(num_classes, "self"), ()
 
 
 def prediction_name(dataset: str, image: str) -> str:

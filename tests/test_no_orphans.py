@@ -63,3 +63,27 @@ def test_kill_9_of_bench_loader_leaves_nothing(demo_shards, tmp_path, backend):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     run.assert_nothing_left()
+
+
+def test_kill_9_of_evaluate_leaves_nothing(demo_tree, demo_shards, tmp_path):
+    """tools/evaluate.py decodes in loader processes too."""
+    import torch
+
+    from mseg_fast.config import load_config, to_yaml
+    from mseg_fast.models.factory import build_model
+
+    model = tmp_path / "model.pth"
+    config = load_config(None, ["dataset=[demo-streets, demo-rooms, demo-fields]"])
+    torch.save({"model": build_model("hrnet_w18", 16).state_dict(), "config": to_yaml(config)}, model)
+    run = MarkedRun(tmp_path)
+    process = run.start([sys.executable, str(REPO / "tools" / "evaluate.py"), "--model", str(model), "--dataset",
+                         "demo-streets", "--shards", str(demo_shards), "--mseg-api", str(demo_tree / "mseg-api"),
+                         "--base-size", *[str(60 + k) for k in range(40)], "--crop", "65", "--device", "cpu",
+                         "--workers", "2", "--images-per-batch", "1", "--out", str(tmp_path / "results")])
+    deadline = time.monotonic() + 60
+    while len(marked(run.mark)) < 4 and time.monotonic() < deadline:  # the tool, tracker, forkserver, workers
+        time.sleep(0.1)
+    assert len(marked(run.mark)) >= 4, marked(run.mark)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    run.assert_nothing_left()

@@ -91,7 +91,7 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
         optimizer.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
         state = RunState(saved["iteration"], saved["skipped_steps"])
-        restore_rng_of_rank(saved["rng"], info, log)
+        restore_rng_of_rank(saved["rng"], info)
     loader_state = saved["loader"][info.rank] if saved else None
     loader = build_train_loader(config, info.rank, info.world_size, str(info.device), loader_state,
                                 info.local_world_size)

@@ -64,12 +64,7 @@ def cores_per_rank(local_ranks: int = 1) -> int:
 
 def resolve_workers(config: Config, local_ranks: int = 1) -> int:
     """Loader threads (DALI) or processes (torch) of one rank: the config's `workers`, else its cores."""
-    if config.workers is not None:
-        if config.workers < 0:
-            raise UserError(f"config key 'workers': {config.workers} is negative; give 0 or more, or leave it unset "
-                            f"(null) to use this rank's cores")
-        return config.workers
-    return cores_per_rank(local_ranks)
+    return config.workers if config.workers is not None else cores_per_rank(local_ranks)  # range: config.py
 
 
 def window_decode(config: Config, device: str) -> bool:

@@ -103,7 +103,7 @@ def _compare(reference: tuple, other: tuple, valid_labels: set) -> dict:
     agree = min(float((a == b).mean()) for a, b in zip(reference[1], other[1]))
     values = set().union(*(np.unique(b).tolist() for b in other[1]))
     nan = any(bool(np.isnan(b).any()) for b in other[0])
-    draws = all(np.array_equal(a, b) for a, b in zip(reference[2], other[2])) if len(reference) > 2 else True
+    draws = all(np.array_equal(a, b) for a, b in zip(reference[2], other[2]))
     ok = mad <= IMAGE_MAD_LIMIT and agree >= LABEL_AGREEMENT and values <= valid_labels and not nan and draws
     return {"ok": ok, "image_mad_levels": round(mad, 3), "label_agreement": round(agree, 5),
             "labels_valid": values <= valid_labels, "nan": nan, "same_draws": draws}

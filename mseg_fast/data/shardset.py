@@ -84,11 +84,11 @@ class ShardSet:
 
     def verify_checksums(self) -> None:
         """The full check (`verify_shards: True`): every shard's sha256 against the manifest."""
-        for tar, expected in zip(self.tars, self.sha256s):
-            if file_sha256(Path(tar)) != expected:
-                raise UserError(f"{tar}: its sha256 differs from the manifest's (the file is damaged); rerun the "
-                                f"shard command that wrote it (it redoes damaged shards), or `{self.verify_command()}` "
-                                f"to list them all")
+        damaged = self.damaged()
+        if damaged:
+            raise UserError(f"{damaged[0]}: its sha256 differs from the manifest's (the file is damaged); rerun the "
+                            f"shard command that wrote it (it redoes damaged shards), or `{self.verify_command()}` "
+                            f"to list them all")
 
     def check_ranks(self, num_shards: int) -> None:
         """Every rank must own at least one shard file."""

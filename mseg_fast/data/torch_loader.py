@@ -12,8 +12,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import multiprocessing.util
-import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -30,7 +28,7 @@ from mseg_fast.data.shardset import ShardSet
 from mseg_fast.data.slots import Slot, SlotPool
 from mseg_fast.data.warp_cpu import normalize_chw, warp_sample
 from mseg_fast.errors import UserError
-from mseg_fast.lifeline import exit_with
+from mseg_fast.lifeline import Owner, exit_with, owner
 
 
 @dataclass(frozen=True)
@@ -200,18 +198,17 @@ class MixedBatches(Dataset):
         return {"images": images[...], "labels": labels[...], "dataset_ids": ids}
 
 
-def init_worker(main_pid: int, main_tmp: str, _: int) -> None:
+def init_worker(served: Owner, _: int) -> None:
     """DataLoader worker set-up: one thread each, parallelism comes from the processes; the worker
-    ends when the process that owns the loader ends (lifeline.py: its parent is the forkserver), and
-    then removes multiprocessing's temporary folders (sockets), its own and the dead owner's."""
-    exit_with(main_pid, remove=(main_tmp, multiprocessing.util.get_temp_dir()))
+    ends when the process that owns the loader ends (lifeline.py: its parent is the forkserver)."""
+    exit_with(served)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
 
 def worker_init() -> Callable[[int], None]:
     """The `worker_init_fn` for a DataLoader made by this process."""
-    return functools.partial(init_worker, os.getpid(), multiprocessing.util.get_temp_dir())
+    return functools.partial(init_worker, owner())
 
 
 def to_batch(arrays: dict) -> Batch:

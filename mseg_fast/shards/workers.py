@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
-import multiprocessing.util
-import os
 import queue
 import time
 import traceback
 from typing import Any, Callable, Sequence
 
 from mseg_fast.errors import UserError
-from mseg_fast.lifeline import exit_with
+from mseg_fast.lifeline import Owner, exit_with, owner
 
 
 def _report_progress(events, count: int) -> None:
     events.put(("progress", count))
 
 
-def _worker(function: Callable, args: tuple, tasks, events, parent: int, parent_tmp: str) -> None:
+def _worker(function: Callable, args: tuple, tasks, events, parent: Owner) -> None:
     # A parent killed with -9 cannot stop us: leave at once (lifeline.py), or we would race its rerun for
     # the files; what we were writing has a temporary name that the rerun removes.
-    exit_with(parent, remove=(parent_tmp, multiprocessing.util.get_temp_dir()))
+    exit_with(parent)
     events.put(("ready", time.monotonic()))  # CLOCK_MONOTONIC is system-wide on Linux
     while (task := tasks.get()) is not None:
         try:
@@ -57,8 +55,7 @@ def run_pool(function: Callable, args: tuple, tasks: Sequence[Any], workers: int
     task_queue, events = context.Queue(), context.Queue()
     for task in tasks:
         task_queue.put(task)
-    owner = (os.getpid(), multiprocessing.util.get_temp_dir())
-    processes = [context.Process(target=_worker, args=(function, args, task_queue, events, *owner), daemon=True)
+    processes = [context.Process(target=_worker, args=(function, args, task_queue, events, owner()), daemon=True)
                  for _ in range(workers)]
     started = time.monotonic()
     first_ready = None

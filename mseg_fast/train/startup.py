@@ -112,12 +112,9 @@ def check_resumable(saved: dict, path: Path, num_classes: int, taxonomy_sha: str
                         f"run from its weights with --init-from {path}")
 
 
-def restore_rng_of_rank(saved, info: DistInfo, log) -> None:
-    """This rank's generators as the checkpoint recorded them (one entry per rank)."""
+def restore_rng_of_rank(saved, info: DistInfo) -> None:
+    """This rank's generators as the checkpoint recorded them (one entry per rank; check_resumable has
+    refused a checkpoint of another rank count)."""
     if isinstance(saved, torch.Tensor):  # written before per-rank states: rank 0's CPU generator only
         saved = [{"cpu": saved}] * info.world_size
-    if len(saved) != info.world_size:
-        log(f"the checkpoint holds the random state of {len(saved)} ranks, this run has {info.world_size}: "
-            f"random streams restart from manual_seed + rank, so the run does not continue exactly")
-        return
     checkpoint.restore_rng(saved[info.rank], info.device)

@@ -200,11 +200,13 @@ def build_spec(name: str, data_root: Path, api_root: Path, extras: dict[str, Ext
 
 @dataclass(frozen=True)
 class ListEntry:
-    """One line of a list file: paths relative to the dataset's data folder."""
+    """One line of a list file: paths relative to the dataset's data folder; `relabeled`, the same image's
+    relabeled label (for MSeg's relabeled evaluation protocol, §7.6), when it is sharded beside."""
 
     line_no: int
     image: str
     label: str
+    relabeled: str | None = None
 
 
 def read_list(path: Path, dataset: str, split: str) -> tuple[list[ListEntry], str]:
@@ -246,3 +248,37 @@ def read_list(path: Path, dataset: str, split: str) -> tuple[list[ListEntry], st
     if not entries:
         raise UserError(f"list file {path} is empty; it needs one 'image_path label_path' line per sample")
     return entries, hashlib.sha256(data).hexdigest()
+
+
+def relabeled_name(dataset: str) -> str:
+    """The relabeled counterpart of an unrelabeled training dataset (coco-panoptic-133 ->
+    coco-panoptic-133-relabeled).
+
+    Raises:
+        UserError: the dataset has none.
+    """
+    if dataset.endswith("-relabeled") or f"{dataset}-relabeled" not in DATA_ROOTS:
+        unrelabeled = ", ".join(n for n in DATA_ROOTS if f"{n}-relabeled" in DATA_ROOTS)
+        raise UserError(f"--with-relabeled stores relabeled val labels beside an unrelabeled training dataset's "
+                        f"({unrelabeled}); '{dataset}' is not one (short names need --unrelabeled)")
+    return f"{dataset}-relabeled"
+
+
+def pair_relabeled(entries: list[ListEntry], relabeled: list[ListEntry], path: Path,
+                   relabeled_path: Path) -> list[ListEntry]:
+    """The unrelabeled list's entries, each with the relabeled label of the same line (MSeg aligns the two
+    val lists line by line; here the images must also agree, so a misaligned list is refused, not scored).
+
+    Raises:
+        UserError: the lists differ in length or name another image on some line.
+    """
+    if len(entries) != len(relabeled):
+        raise UserError(f"{relabeled_path} has {len(relabeled)} samples and {path} {len(entries)}: the relabeled "
+                        f"list must name the same images in the same order")
+    paired = []
+    for entry, other in zip(entries, relabeled):
+        if entry.image != other.image:
+            raise UserError(f"{relabeled_path}:{other.line_no} names {other.image} where {path}:{entry.line_no} "
+                            f"names {entry.image}: the relabeled list must name the same images in the same order")
+        paired.append(ListEntry(entry.line_no, entry.image, entry.label, other.label))
+    return paired

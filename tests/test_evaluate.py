@@ -4,6 +4,8 @@ reuse of finished results, agreement with the MSeg-style evaluator, and refusals
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import cv2
@@ -103,7 +105,6 @@ def test_evaluation_refusals_are_one_line(camvid, tmp_path):
 
 def test_two_gloo_ranks_score_each_image_once_into_one_matrix(camvid, tmp_path):
     import json
-    import os
     import subprocess
     import sys
 
@@ -183,3 +184,90 @@ def test_demo_test_set_is_scored_zero_shot_and_training_sets_in_universal_ids(de
     assert len(text.splitlines()) == 1 + len(TEST_DATASET.classes)
     assert (tmp_path / "results/demo-streets_universal/60/ss/results.txt").is_file()
     assert "| demo-outdoor |" in (tmp_path / "results/summary.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def coco(mseg_api, tmp_path_factory) -> dict:
+    """A coco-panoptic-133 val split of 3 generated images with unrelabeled and relabeled labels (person
+    relabeled as motorcyclist on some pixels, some pixels relabeled to unlabeled), in mseg-api's layout."""
+    root = tmp_path_factory.mktemp("coco")
+    data = root / "data/COCOPanoptic"
+    folders = {name: data / name / "val2017" for name in ("images", "semantic_annotations133", "semantic_relabeled133")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    plain, relabeled = [], []
+    for k in range(3):
+        unrelabeled = np.full(SIZE, 20, np.uint8)  # road
+        unrelabeled[10:30, 10:40] = 53  # person
+        again = np.full(SIZE, 99, np.uint8)  # road, in the relabeled names
+        again[10:30, 10:40] = 86  # person
+        again[10:30, 10:25] = 76  # ... partly a motorcyclist
+        again[40:, :8] = 255  # relabeled to unlabeled
+        cv2.imwrite(str(folders["images"] / f"{k:012d}.jpg"), (rng.random((*SIZE, 3)) * 255).astype(np.uint8))
+        cv2.imwrite(str(folders["semantic_annotations133"] / f"{k:012d}.png"), unrelabeled)
+        cv2.imwrite(str(folders["semantic_relabeled133"] / f"{k:012d}.png"), again)
+        plain.append(f"images/val2017/{k:012d}.jpg semantic_annotations133/val2017/{k:012d}.png")
+        relabeled.append(f"images/val2017/{k:012d}.jpg semantic_relabeled133/val2017/{k:012d}.png")
+    (root / "val.txt").write_text("\n".join(plain) + "\n")
+    (root / "val-relabeled.txt").write_text("\n".join(relabeled) + "\n")
+    (root / "misaligned.txt").write_text("\n".join(relabeled[::-1]) + "\n")
+    torch.manual_seed(0)
+    model = root / "mseg-tiny.pth"  # MSeg's rule for release files: 'mseg' in the name, not 'unrelabeled'
+    torch.save({"state_dict": build_model("hrnet_w18", 194).state_dict()}, model)
+    return {"root": root, "data": root / "data", "model": model, "mseg_api": mseg_api}
+
+
+def shard_coco(coco: dict, out: Path, *extra: str):
+    return run_tool("shard.py", "--dataset", "coco-panoptic-133", "--split", "val", "--list", str(coco["root"] / "val.txt"),
+                    "--data-root", str(coco["data"]), "--mseg-api", str(coco["mseg_api"]), "--out", str(out),
+                    "--workers", "1", "--no-progress", *extra)
+
+
+def test_relabeled_protocol_from_shards_to_results(coco, tmp_path):
+    import json
+
+    from mseg_fast.eval.mseg_metrics import mseg_counts, relabeled_rewrite
+    from mseg_fast.evaluation.protocol import plan_evaluation
+
+    common = ["--model", str(coco["model"]), "--dataset", "coco-panoptic-133", "--shards", str(tmp_path / "shards"),
+              "--base-size", "48", "--crop", "33", "--device", "cpu", "--workers", "1", "--mseg-api",
+              str(coco["mseg_api"]), "--save-predictions"]
+    # Misaligned lists and relabeled labels outside universal evaluation are refused, writing nothing.
+    for extra, needle in ((["--relabeled-list", str(coco["root"] / "misaligned.txt")], "same images in the same order"),
+                          (["--taxonomy", "self"], "use --taxonomy universal")):
+        refused = shard_coco(coco, tmp_path / "shards", "--with-relabeled", *extra)
+        assert refused.returncode == 2 and needle in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "shards").exists()
+    assert shard_coco(coco, tmp_path / "shards").returncode == 0
+    missing = run_tool("evaluate.py", *common, "--out", str(tmp_path / "results"))
+    assert missing.returncode == 2 and "--with-relabeled" in missing.stderr, missing.stderr
+    sharded = shard_coco(coco, tmp_path / "shards", "--with-relabeled", "--relabeled-list",
+                         str(coco["root"] / "val-relabeled.txt"))
+    assert sharded.returncode == 0, sharded.stderr
+    result = run_tool("evaluate.py", *common, "--out", str(tmp_path / "results"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "coco-panoptic-133 (universal, relabeled protocol)" in result.stdout
+    out = tmp_path / "results/coco-panoptic-133_universal_relabeled/48/ss"
+    record = json.loads((out / "results.json").read_text())
+    # The same scores recomputed here from the saved predictions and the source labels.
+    plan = plan_evaluation("universal", 194, "coco-panoptic-133", coco["mseg_api"], relabeled=True)
+    u_table = {20: plan.class_names.index("road"), 53: plan.class_names.index("person"), 255: 255}
+    r_table = {99: u_table[20], 86: u_table[53], 76: plan.class_names.index("motorcyclist"), 255: 255}
+    matrix, voided = torch.zeros(194, 194, dtype=torch.int64), torch.zeros(194, dtype=torch.int64)
+    for k in range(3):
+        read = lambda folder: cv2.imread(str(coco["data"] / f"COCOPanoptic/{folder}/val2017/{k:012d}.png"), 0)
+        unrelabeled = torch.from_numpy(np.vectorize(u_table.get)(read("semantic_annotations133")))
+        relabeled = torch.from_numpy(np.vectorize(r_table.get)(read("semantic_relabeled133")))
+        prediction = torch.from_numpy(cv2.imread(str(out / f"gray/{k:012d}.png"), 0).astype(np.int64))
+        counts = mseg_counts(*relabeled_rewrite(prediction, unrelabeled, relabeled), 194)
+        matrix, voided = matrix + counts[0], voided + counts[1]
+    assert record["confusion"] == matrix.tolist() and record["voided"] == voided.tolist()
+    assert sum(record["voided"]) > 0 and record["protocol"] == "relabeled"
+    plain = run_tool("evaluate.py", *common, "--out", str(tmp_path / "results"), "--protocol", "unrelabeled")
+    assert plain.returncode == 0 and (tmp_path / "results/coco-panoptic-133_universal/48/ss/results.txt").is_file()
+    # A changed model file: its predictions are made anew, never the old file's reused.
+    os.utime(coco["model"], ns=(time.time_ns(), time.time_ns()))
+    again = run_tool("evaluate.py", *common, "--out", str(tmp_path / "results"))
+    assert again.returncode == 0 and "removing 3 predictions made by another model file" in again.stdout
+    assert "reusing" not in again.stdout

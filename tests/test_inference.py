@@ -151,3 +151,37 @@ def test_predicted_labels_are_the_argmax_of_the_probabilities():
     labels = predict_labels(model, images, spec, class_chunk=3)
     for label, probs in zip(labels, predict_probabilities(model, images, spec)):
         assert torch.equal(label, probs.argmax(0))
+
+
+def test_relabeled_protocol_worked_examples(mseg_api):
+    """§7.6's examples in universal ids of the real TSV: COCO person relabeled as motorcyclist, and a cabinet
+    region relabeled to unlabeled."""
+    from mseg_fast.apiroot import master_tsv_path
+    from mseg_fast.eval.mseg_metrics import mseg_counts, mseg_scores, relabeled_rewrite
+    from mseg_fast.taxonomy import read_master_tsv, universal_names
+
+    names = universal_names(read_master_tsv(master_tsv_path(mseg_api)))
+    person, motorcyclist, road, cabinet, wall = (names.index(n) for n in
+                                                 ("person", "motorcyclist", "road", "cabinet", "wall"))
+
+    def score(prediction, unrelabeled, relabeled):
+        counts = mseg_counts(*relabeled_rewrite(torch.tensor(prediction), torch.tensor(unrelabeled),
+                                                torch.tensor(relabeled)), len(names))
+        return mseg_scores(*counts[:1], missed=counts[1])
+
+    unrelabeled = [[road] * 4, [road, person, person, person], [road, person, person, person], [road] * 4]
+    relabeled = [[road] * 4, [road] + [motorcyclist] * 3, [road] + [motorcyclist] * 3, [road] * 4]
+    right = score(relabeled, unrelabeled, relabeled)  # predicted the relabeled class: counts as correct
+    assert right["all_acc"] == pytest.approx(1.0) and right["iou"][person] == pytest.approx(1.0)
+    wrong = score(unrelabeled, unrelabeled, relabeled)  # predicted the old class: the 6 pixels are errors
+    assert wrong["all_acc"] == pytest.approx(10 / 16)
+    assert wrong["iou"][person] == pytest.approx(0.0) and wrong["acc"][person] == pytest.approx(0.0)
+    assert wrong["iou"][road] == pytest.approx(1.0), "a voided pixel lowers its own class only"
+    assert wrong["iou"][motorcyclist] == 0 and float(wrong["iou"].sum()) == pytest.approx(1.0)
+
+    cabinet_u = [[cabinet, cabinet], [cabinet, cabinet]]
+    cabinet_r = [[cabinet, cabinet], [cabinet, 255]]
+    prediction = [[cabinet, cabinet], [cabinet, wall]]
+    plain = mseg_scores(*mseg_counts(torch.tensor(prediction), torch.tensor(cabinet_u), len(names))[:1])
+    assert plain["all_acc"] == pytest.approx(0.75)
+    assert score(prediction, cabinet_u, cabinet_r)["all_acc"] == pytest.approx(1.0), "unlabeled after relabeling"

@@ -4,7 +4,8 @@
         --base-size 360 720 1080 [--scales ss|ms] [--out results] [--device cuda]
 
 The ground truth comes from val shards written by tools/shard.py: test sets with `--taxonomy self`, training
-sets (unrelabeled) with `--taxonomy universal`. Writes MSeg's layout under --out (results.txt per dataset,
+sets (unrelabeled) with `--taxonomy universal`, plus `--with-relabeled` for models trained on relabeled labels
+(MSeg's relabeled protocol). Writes MSeg's layout under --out (results.txt per dataset,
 base size and scales), and prints and writes the summary: per dataset the best base size, their harmonic mean.
 """
 
@@ -21,7 +22,7 @@ from mseg_fast.cli import USER_ERRORS, at_least, fail
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.errors import UserError
 from mseg_fast.evaluation.protocol import plan_evaluation
-from mseg_fast.evaluation.run import EvalSettings, check_shards_match, evaluate_one, model_taxonomy, summarize
+from mseg_fast.evaluation.run import EvalSettings, check_shards_match, evaluate_one, model_info, summarize
 from mseg_fast.models.load import load_model
 from mseg_fast.train.distributed import init_distributed
 
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-batch", type=at_least(2), default=8, help="windows (mirrors included) per forward")
     parser.add_argument("--workers", type=at_least(0), default=2, help="decoding processes")
     parser.add_argument("--save-predictions", action="store_true", help="write gray/<name>.png (resumable per image)")
+    parser.add_argument("--protocol", choices=("auto", "relabeled", "unrelabeled"), default="auto",
+                        help="on training sets: MSeg's relabeled protocol (§7.6) or plain scoring; auto: relabeled for "
+                             "models trained on relabeled labels (MSeg: file names with 'mseg' but not 'unrelabeled')")
     parser.add_argument("--mseg-api", help="mseg-api checkout (default: $MSEG_API_ROOT)")
     parser.add_argument("--tsv", type=Path, help="master TSV instead of mseg-api's")
     args = parser.parse_args(argv)
@@ -51,16 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         say = (lambda line: print(line, flush=True)) if info.is_main else (lambda line: None)
         api_root = find_mseg_api(args.mseg_api)
         model = load_model(args.model).to(device)
-        taxonomy, trained_on = model_taxonomy(args.model, model.num_classes)
-        plans = [plan_evaluation(taxonomy, model.num_classes, d, api_root, args.tsv, trained_on)
-                 for d in args.dataset]
+        model_file = model_info(args.model, model.num_classes)
+        relabeled = model_file.relabeled if args.protocol == "auto" else args.protocol == "relabeled"
+        plans = [plan_evaluation(model_file.taxonomy, model.num_classes, d, api_root, args.tsv, model_file.trained_on,
+                                 relabeled) for d in args.dataset]
         shardsets = [ShardSet.open(args.shards, p.label_taxonomy, p.dataset, "val") for p in plans]
         for plan, shardset in zip(plans, shardsets):
             check_shards_match(plan, shardset)
         settings = EvalSettings(args.scales, args.crop, args.images_per_batch, args.window_batch, args.workers,
                                 args.save_predictions)
-        say(f"{args.model}: {taxonomy} model, {model.num_classes} classes, on {device} x {info.world_size} ranks; "
-            + ", ".join(f"{p.dataset} ({p.combination})" for p in plans))
+        say(f"{args.model}: {model_file.taxonomy} model, {model.num_classes} classes, on {device} x {info.world_size} "
+            f"ranks; " + ", ".join(f"{p.dataset} ({p.combination}{', relabeled protocol' * p.relabeled})" for p in plans))
         records = []
         for plan, shardset in zip(plans, shardsets):
             for base in args.base_size:

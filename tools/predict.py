@@ -24,7 +24,7 @@ from mseg_fast.cli import USER_ERRORS, at_least, fail
 from mseg_fast.errors import UserError
 from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_labels
 from mseg_fast.evaluation.protocol import plan_evaluation
-from mseg_fast.evaluation.run import model_taxonomy
+from mseg_fast.evaluation.run import model_info
 from mseg_fast.models.load import load_model
 from mseg_fast.taxonomy import read_master_tsv, universal_names
 from mseg_fast.viz import with_legend
@@ -74,19 +74,19 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--device {args.device}: no CUDA device is available; use --device cpu")
         device = torch.device(args.device)
         model = load_model(args.model).to(device)
-        (taxonomy, trained_on), api_root = model_taxonomy(args.model, model.num_classes), find_mseg_api(args.mseg_api)
+        info, api_root = model_info(args.model, model.num_classes), find_mseg_api(args.mseg_api)
         projection = None
         if args.taxonomy:
-            plan = plan_evaluation(taxonomy, model.num_classes, args.taxonomy, api_root, trained_on=trained_on)
+            plan = plan_evaluation(info.taxonomy, model.num_classes, args.taxonomy, api_root, trained_on=info.trained_on)
             names = plan.class_names
             projection = torch.from_numpy(plan.projection).to(device) if plan.projection is not None else None
-        elif taxonomy == "universal":
+        elif info.taxonomy == "universal":
             names = universal_names(read_master_tsv(master_tsv_path(api_root)))
         else:
-            raise UserError(f"a {taxonomy} model's classes need a name: pass --taxonomy DATASET")
+            raise UserError(f"a {info.taxonomy} model's classes need a name: pass --taxonomy DATASET")
         spec = InferenceSpec(args.base_size, MULTI_SCALE if args.scales == "ms" else (1.0,), args.crop)
         args.out.mkdir(parents=True, exist_ok=True)
-        print(f"{args.model}: {taxonomy} model -> {args.taxonomy or 'universal'} ({len(names)} classes) on {device}",
+        print(f"{args.model}: {info.taxonomy} model -> {args.taxonomy or 'universal'} ({len(names)} classes) on {device}",
               flush=True)
         start, count = time.perf_counter(), 0
         for name, image in frames(args):

@@ -45,6 +45,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output root; shards go to OUT/<taxonomy>/<dataset>/")
     parser.add_argument("--list", action="append", default=[], metavar="[NAME=]FILE",
                         help="use this list instead of mseg-api's; NAME=FILE (repeatable) with several datasets")
+    parser.add_argument("--with-relabeled", action="store_true",
+                        help="also store each image's relabeled label (universal ids), for MSeg's relabeled "
+                             "evaluation of unrelabeled training sets' val splits")
+    parser.add_argument("--relabeled-list", type=Path, metavar="FILE",
+                        help="with --with-relabeled: the relabeled list instead of mseg-api's (same images, same order)")
     parser.add_argument("--extra-datasets", type=Path, help="YAML file registering datasets of your own")
     parser.add_argument("--tsv", type=Path, help="master TSV to use instead of mseg-api's MSeg_master.tsv")
     parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1, help="processes (default: all cores)")
@@ -96,6 +101,21 @@ def verify(args: argparse.Namespace, names: list[str], extras: dict) -> int:
     return 1 if failed else 0
 
 
+def with_relabeled(args: argparse.Namespace, name: str, entries: list, list_path: Path, api_root: Path,
+                   extras: dict, data_dir: Path):
+    """The entries paired line by line with the relabeled list's labels, the relabeled labels' table into
+    universal ids, and the relabeled list's (name, sha256)."""
+    relabeled = datasets.relabeled_name(name)
+    spec = datasets.build_spec(relabeled, args.data_root, api_root, extras)
+    if spec.data_dir != data_dir:
+        raise UserError(f"{relabeled} lives in {spec.data_dir} and {name} in {data_dir}: --with-relabeled needs both "
+                        f"label sets under one data folder, as mseg-api lays them out")
+    path = args.relabeled_list or spec.list_path(args.split)
+    relabeled_entries, sha = datasets.read_list(path, relabeled, args.split)
+    paired = datasets.pair_relabeled(entries, relabeled_entries, list_path, path)
+    return paired, build_target("universal", spec, api_root, args.tsv), (path.name, sha)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -105,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             return verify(args, names, extras)
         if args.data_root is None:
             raise UserError("--data-root is required to write shards")
+        if args.with_relabeled and args.taxonomy != "universal":
+            raise UserError("--with-relabeled stores labels for MSeg's universal evaluation: use --taxonomy universal")
+        if args.with_relabeled and args.short_size:
+            raise UserError("--with-relabeled is for evaluation, which scores labels at their own size: "
+                            "drop --short-size")
+        if args.relabeled_list and (not args.with_relabeled or len(names) != 1):
+            raise UserError("--relabeled-list goes with --with-relabeled and one dataset")
         lists = list_overrides(args.list, names)
         api_root = find_mseg_api(args.mseg_api)
         options = ShardOptions(seed=args.seed, samples_per_shard=args.samples_per_shard, shard_size=args.shard_size,
@@ -115,9 +142,15 @@ def main(argv: list[str] | None = None) -> int:
             target = build_target(args.taxonomy, spec, api_root, args.tsv)
             list_path = lists.get(name) or spec.list_path(args.split)
             entries, list_sha = datasets.read_list(list_path, name, args.split)
-            convert = ConvertOptions(dataset=name, data_dir=spec.data_dir, target=target, short_size=args.short_size)
+            relabeled_target, relabeled_list = None, None
+            if args.with_relabeled:
+                entries, relabeled_target, relabeled_list = with_relabeled(args, name, entries, list_path, api_root,
+                                                                           extras, spec.data_dir)
+            convert = ConvertOptions(dataset=name, data_dir=spec.data_dir, target=target,
+                                     relabeled_target=relabeled_target, short_size=args.short_size)
             summary = build_shards(entries, list_path.name, list_sha, convert, args.split,
-                                   args.out / args.taxonomy / name, options, show_progress=not args.no_progress)
+                                   args.out / args.taxonomy / name, options, show_progress=not args.no_progress,
+                                   relabeled_list=relabeled_list)
             print_summary(summary)
     except USER_ERRORS as error:
         return fail(error)

@@ -35,6 +35,8 @@ class ShardSet:
     taxonomy_sha256: str
     sizes: tuple[int, ...] = ()  # bytes of each tar, from the manifest
     sha256s: tuple[str, ...] = ()
+    relabeled_ext: str | None = None  # each val image's relabeled label, when sharded --with-relabeled
+    short_size: int | None = None  # images (and labels) were stored resized to this short side
 
     @classmethod
     def open(cls, root: str | Path, taxonomy: str, dataset: str, split: str) -> "ShardSet":
@@ -54,7 +56,8 @@ class ShardSet:
                        tuple(str(directory / s["index"]) for s in entry["shards"]), components["image"],
                        components["label"], components["meta"], entry["samples"], tuple(manifest["class_names"]),
                        manifest["label_dtype"], manifest["taxonomy_sha256"],
-                       tuple(s["bytes"] for s in entry["shards"]), tuple(s["sha256"] for s in entry["shards"]))
+                       tuple(s["bytes"] for s in entry["shards"]), tuple(s["sha256"] for s in entry["shards"]),
+                       components.get("relabeled"), entry.get("settings", {}).get("short_size"))
         shardset.check_files()
         return shardset
 

@@ -83,8 +83,29 @@ class SampleReader:
         except (ValueError, cv2.error) as error:
             raise UserError(self.damage(index, error)) from None
 
+    def decoded_relabeled(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        """RGB image, label, relabeled label and meta of a sample sharded --with-relabeled."""
+        try:
+            components = self.read(index)
+            image, label, meta = decode(components)
+            relabeled = _decode_label(components, self.shardset.relabeled_ext or "relabeled.png")
+        except (ValueError, cv2.error) as error:
+            raise UserError(self.damage(index, error)) from None
+        if relabeled.shape != label.shape:
+            raise UserError(self.damage(index, ValueError("its relabeled label differs in size from its label")))
+        return image, label, relabeled, meta
+
     def __getstate__(self):  # file handles stay in their process
         return {"shardset": self.shardset, "table": self.table, "_files": {}}
+
+
+def _decode_label(components: dict[str, bytes], ext: str) -> np.ndarray:
+    if ext not in components:
+        raise ValueError(f"it lacks its .{ext} (has {', '.join(components)})")
+    label = cv2.imdecode(np.frombuffer(components[ext], np.uint8), cv2.IMREAD_UNCHANGED)
+    if label is None or label.ndim != 2:
+        raise ValueError(f"its .{ext} does not decode to a single-channel label map")
+    return label
 
 
 def decode(components: dict[str, bytes], rgb: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -99,9 +120,7 @@ def decode(components: dict[str, bytes], rgb: bool = True) -> tuple[np.ndarray, 
     image = cv2.imdecode(np.frombuffer(components[image_ext], np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"its .{image_ext} does not decode")
-    label = cv2.imdecode(np.frombuffer(components["label.png"], np.uint8), cv2.IMREAD_UNCHANGED)
-    if label is None or label.ndim != 2:
-        raise ValueError("its .label.png does not decode to a single-channel label map")
+    label = _decode_label(components, "label.png")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb else image
     return image, label, json.loads(components.get("json", b"{}"))
 

@@ -12,23 +12,52 @@ from typing import Sequence
 
 import torch
 
+from mseg_fast.constants import IGNORE_LABEL
+from mseg_fast.eval.metrics import confusion
+
 EPS = 1e-10  # MSeg's guard in IoU and accuracy
 
 
-def mseg_scores(matrix: torch.Tensor, excluded: Sequence[int] = ()) -> dict:
+def relabeled_rewrite(prediction: torch.Tensor, unrelabeled: torch.Tensor,
+                      relabeled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSeg's relabeled protocol (§7.6): the prediction and the target to score, from the unrelabeled and the
+    relabeled ground truth (both in universal ids).
+
+    Where the two differ, a prediction of the relabeled class counts as the unrelabeled class (correct), any
+    other prediction becomes IGNORE_LABEL (wrong for certain: in its class's union, in no intersection);
+    pixels the relabeling made unlabeled are not scored.
+    """
+    changed = relabeled != unrelabeled
+    void = torch.full_like(prediction, IGNORE_LABEL)
+    prediction = torch.where(changed, torch.where(prediction == relabeled, unrelabeled.to(prediction), void), prediction)
+    target = torch.where(relabeled == IGNORE_LABEL, torch.full_like(unrelabeled, IGNORE_LABEL), unrelabeled)
+    return prediction, target
+
+
+def mseg_counts(prediction: torch.Tensor, target: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The confusion matrix (K x K) and, per ground-truth class, the pixels whose prediction was voided
+    (IGNORE_LABEL by the relabeled protocol): misses that belong to no predicted class."""
+    voided = (prediction == IGNORE_LABEL) & (target != IGNORE_LABEL)
+    matrix = confusion(prediction[~voided], target[~voided], num_classes)
+    missed = torch.bincount(target[voided].long(), minlength=num_classes)[:num_classes]
+    return matrix, missed
+
+
+def mseg_scores(matrix: torch.Tensor, excluded: Sequence[int] = (), missed: torch.Tensor | None = None) -> dict:
     """Per-class IoU and accuracy and MSeg's mIoU / mAcc / allAcc from a dataset-wide confusion matrix.
 
     Args:
         matrix: K x K counts, rows = ground truth, columns = prediction, ignore pixels not counted.
         excluded: classes left out of the means (and of results.txt), e.g. universal ids a training
             dataset never maps to.
+        missed: per ground-truth class, pixels voided by the relabeled protocol (`mseg_counts`).
 
     Returns:
         iou, acc (K tensors), kept (the classes averaged), miou, macc, all_acc (fractions, not percent).
     """
     matrix = matrix.double()
     intersection = matrix.diag()
-    target = matrix.sum(1)
+    target = matrix.sum(1) + (missed.double() if missed is not None else 0)
     union = target + matrix.sum(0) - intersection
     iou = intersection / (union + EPS)
     acc = intersection / (target + EPS)

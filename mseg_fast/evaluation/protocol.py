@@ -33,6 +33,7 @@ class EvalPlan:
     projection: K_eval x K_model float matrix applied to the softmax, or None.
     excluded: evaluation classes left out of mIoU and mAcc.
     folder: MSeg's results folder name for the dataset.
+    relabeled: score with MSeg's relabeled protocol (§7.6), which needs each image's relabeled label.
     """
 
     dataset: str
@@ -42,6 +43,7 @@ class EvalPlan:
     projection: np.ndarray | None
     excluded: tuple[int, ...]
     folder: str
+    relabeled: bool = False
 
 
 def naive_test_matrix(naive: tuple[str, ...], test_names: tuple[str, ...]) -> np.ndarray:
@@ -63,13 +65,16 @@ def _names(api_root: Path, dataset: str) -> tuple[str, ...]:
 
 
 def plan_evaluation(model_taxonomy: str, model_classes: int, dataset: str, api_root: Path,
-                    tsv_path: Path | None = None, trained_on: tuple[str, ...] = ()) -> EvalPlan:
+                    tsv_path: Path | None = None, trained_on: tuple[str, ...] = (),
+                    relabeled: bool = False) -> EvalPlan:
     """The evaluation of a model of `model_taxonomy` ("universal", "naive" or "self") with `model_classes`
     outputs on `dataset`.
 
     MSeg decides by name (its 6 test sets are zero-shot, its training sets universal). Datasets of your own
     follow the same rule by role: one the model was trained on (`trained_on`, read from a mseg-fast model
-    file) is scored in universal ids; one it never saw, with a column in the TSV, zero-shot.
+    file) is scored in universal ids; one it never saw, with a column in the TSV, zero-shot. `relabeled` (a
+    model trained on relabeled labels) selects the relabeled protocol on training sets that have relabeled
+    labels (§7.6).
 
     Raises:
         UserError: the model's taxonomy cannot be mapped to the dataset's, with the reason.
@@ -88,6 +93,9 @@ def plan_evaluation(model_taxonomy: str, model_classes: int, dataset: str, api_r
             table = taxonomy.universal_table(tsv, dataset, names)
             reached = set(table[:len(names)].tolist()) - {IGNORE_LABEL}
             excluded = tuple(k for k in range(len(universal)) if k not in reached)
+            if relabeled and f"{dataset}-relabeled" in RELABELED_TRAIN:
+                return EvalPlan(dataset, "universal", "universal", universal, None, excluded,
+                                f"{dataset}_universal_relabeled", relabeled=True)
             return EvalPlan(dataset, "universal", "universal", universal, None, excluded, f"{dataset}_universal")
         raise UserError(f"a universal model is scored on MSeg's test sets ({', '.join(TEST_DATASETS)}), on the "
                         f"unrelabeled training sets ({', '.join(UNRELABELED_TRAIN)}), on its own training sets, or "

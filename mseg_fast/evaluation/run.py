@@ -30,8 +30,7 @@ from mseg_fast.data.shardset import ShardSet
 from mseg_fast.data.torch_loader import SampleReader, val_range, worker_init
 from mseg_fast.errors import UserError
 from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_labels
-from mseg_fast.eval.metrics import confusion
-from mseg_fast.eval.mseg_metrics import harmonic_mean, mseg_scores, results_txt
+from mseg_fast.eval.mseg_metrics import harmonic_mean, mseg_counts, mseg_scores, relabeled_rewrite, results_txt
 from mseg_fast.eval.validate import confusion_picture
 from mseg_fast.evaluation.protocol import EvalPlan
 from mseg_fast.models.load import read_weights_file
@@ -39,18 +38,31 @@ from mseg_fast.models.load import read_weights_file
 NAIVE_CLASSES = 316
 
 
-def model_taxonomy(path: Path, num_classes: int, universal_classes: int = 194) -> tuple[str, tuple[str, ...]]:
-    """'universal', 'naive' or 'self', and the datasets the model was trained on: from the training config a
-    mseg-fast file carries, else (MSeg's release files carry none) from the class count, as MSeg's scripts
-    decide, and no datasets."""
+@dataclass(frozen=True)
+class ModelInfo:
+    """What evaluation needs to know of a model file: its taxonomy ('universal', 'naive' or 'self'), the
+    datasets it was trained on, and whether its labels were relabeled (MSeg's relabeled protocol, §7.6)."""
+
+    taxonomy: str
+    trained_on: tuple[str, ...]
+    relabeled: bool
+
+
+def model_info(path: Path, num_classes: int, universal_classes: int = 194) -> ModelInfo:
+    """From the training config a mseg-fast file carries; else (MSeg's release files carry none) as MSeg's
+    scripts decide: the taxonomy from the class count, relabeled when the file's name holds 'mseg' and not
+    'unrelabeled'."""
     config = read_weights_file(path).get("config")
     if isinstance(config, str):
         values = yaml.safe_load(config) or {}
         trained_on = tuple(values.get("dataset") or ())
+        relabeled = any(str(name).endswith("-relabeled") for name in trained_on)
         if not values.get("universal", True):
-            return "self", trained_on
-        return ("naive" if values.get("use_naive_taxonomy") else "universal"), trained_on
-    return {universal_classes: "universal", NAIVE_CLASSES: "naive"}.get(num_classes, "self"), ()
+            return ModelInfo("self", trained_on, False)
+        return ModelInfo("naive" if values.get("use_naive_taxonomy") else "universal", trained_on, relabeled)
+    name = path.stem.lower()
+    return ModelInfo({universal_classes: "universal", NAIVE_CLASSES: "naive"}.get(num_classes, "self"), (),
+                     "mseg" in name and "unrelabeled" not in name)
 
 
 def prediction_name(dataset: str, image: str) -> str:
@@ -61,21 +73,27 @@ def prediction_name(dataset: str, image: str) -> str:
 
 
 class _ValImages(Dataset):
-    """Val samples as (HWC uint8 RGB image, label, prediction name), decoded in loader workers."""
+    """Val samples as (HWC uint8 RGB image, label to score against, relabeled label or None, prediction
+    name), decoded in loader workers."""
 
-    def __init__(self, shardset: ShardSet, indices: range):
+    def __init__(self, shardset: ShardSet, indices: range, relabeled: bool):
         self.reader = SampleReader(shardset)
         self.dataset = shardset.dataset
         self.indices = indices
+        self.relabeled = relabeled
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, position: int):
         index = self.indices[position]
-        image, label, meta = self.reader.decoded(index)
-        return torch.from_numpy(image), torch.from_numpy(label.astype(np.int64)), prediction_name(
-            self.dataset, meta.get("image", str(index)))
+        if self.relabeled:
+            image, label, relabeled, meta = self.reader.decoded_relabeled(index)
+            relabeled = torch.from_numpy(relabeled.astype(np.int64))
+        else:
+            (image, label, meta), relabeled = self.reader.decoded(index), None
+        return (torch.from_numpy(image), torch.from_numpy(label.astype(np.int64)), relabeled,
+                prediction_name(self.dataset, meta.get("image", str(index))))
 
 
 @dataclass(frozen=True)
@@ -91,10 +109,35 @@ class EvalSettings:
         return InferenceSpec(base_size, MULTI_SCALE if self.scales == "ms" else (1.0,), self.crop, self.window_batch)
 
 
-def _fingerprint(model_path: Path, settings: EvalSettings, base_size: int) -> dict:
+def _fingerprint(model_path: Path, settings: EvalSettings, base_size: int, shards: list[str]) -> dict:
     stat = model_path.stat()
     return {"model": str(model_path.resolve()), "model_bytes": stat.st_size, "model_mtime_ns": stat.st_mtime_ns,
-            "scales": settings.scales, "crop": settings.crop, "base_size": base_size}
+            "scales": settings.scales, "crop": settings.crop, "base_size": base_size, "shards": shards}
+
+
+def _claim_predictions(gray: Path, fingerprint: dict, log: Callable[[str], None]) -> None:
+    """Make `gray/` hold only predictions of this model and these settings: those of a killed run with the
+    same fingerprint are kept (and reused), any others are removed first (never scored as this model's)."""
+    marker = gray / "made_from.json"
+    if gray.is_dir():
+        try:
+            same = json.loads(marker.read_text()) == fingerprint
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            stale = list(gray.glob("*.png"))
+            log(f"{gray}: removing {len(stale)} predictions made by another model file or other settings")
+            for path in stale:
+                path.unlink(missing_ok=True)
+    gray.mkdir(exist_ok=True)
+    write_atomic(marker, json.dumps(fingerprint, indent=1).encode())
+
+
+def _png(array: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", array)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {array.shape} prediction as PNG")
+    return data.tobytes()
 
 
 def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, base_size: int, settings: EvalSettings,
@@ -105,7 +148,7 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
     With several ranks (torchrun), each scores its contiguous part of the val images, each image exactly
     once, the confusion matrices are summed, and rank 0 writes the results.
     """
-    fingerprint = _fingerprint(model_path, settings, base_size)
+    fingerprint = _fingerprint(model_path, settings, base_size, list(shardset.sha256s))
     record_path = out_dir / "results.json"
     if record_path.is_file():
         previous = json.loads(record_path.read_text())
@@ -115,38 +158,54 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
     gray = out_dir / "gray"
     out_dir.mkdir(parents=True, exist_ok=True)
     if settings.save_predictions:
-        gray.mkdir(exist_ok=True)
+        if rank == 0:
+            _claim_predictions(gray, fingerprint, log)
+        if world_size > 1:
+            dist.barrier()  # no rank writes a prediction before stale ones are gone
     projection = torch.from_numpy(plan.projection).to(device) if plan.projection is not None else None
     spec = settings.spec(base_size)
-    matrix = torch.zeros(len(plan.class_names), len(plan.class_names), dtype=torch.int64, device=device)
-    loader = DataLoader(_ValImages(shardset, val_range(shardset.samples, rank, world_size)),
+    classes = len(plan.class_names)
+    matrix = torch.zeros(classes, classes, dtype=torch.int64, device=device)
+    missed = torch.zeros(classes, dtype=torch.int64, device=device)
+
+    def score(prediction: torch.Tensor, label: torch.Tensor, relabeled: torch.Tensor | None) -> None:
+        nonlocal matrix, missed
+        label = label.to(device)
+        if relabeled is not None:
+            prediction, label = relabeled_rewrite(prediction, label, relabeled.to(device))
+        counts, voided = mseg_counts(prediction, label, classes)
+        matrix += counts
+        missed += voided
+
+    loader = DataLoader(_ValImages(shardset, val_range(shardset.samples, rank, world_size), plan.relabeled),
                         batch_size=settings.images_per_batch, collate_fn=list,
                         num_workers=settings.workers, worker_init_fn=worker_init() if settings.workers else None,
                         multiprocessing_context="forkserver" if settings.workers else None)
     done, start, forward_seconds = 0, time.perf_counter(), 0.0
     for batch in loader:
         # Predictions saved by an earlier, killed run are scored from their files, not computed again.
-        saved = {name for _, _, name in batch if settings.save_predictions and (gray / f"{name}.png").is_file()}
-        for _, label, name in (item for item in batch if item[2] in saved):
+        saved = {name for *_, name in batch if settings.save_predictions and (gray / f"{name}.png").is_file()}
+        for _, label, relabeled, name in (item for item in batch if item[-1] in saved):
             prediction = torch.from_numpy(cv2.imread(str(gray / f"{name}.png"), cv2.IMREAD_UNCHANGED))
-            matrix += confusion(prediction.to(device), label.to(device), len(plan.class_names))
-        todo = [item for item in batch if item[2] not in saved]
+            score(prediction.to(device).long(), label, relabeled)
+        todo = [item for item in batch if item[-1] not in saved]
         if todo:
             tick = time.perf_counter()
-            predictions = predict_labels(model, [image.to(device) for image, _, _ in todo], spec, projection)
+            predictions = predict_labels(model, [item[0].to(device) for item in todo], spec, projection)
             forward_seconds += time.perf_counter() - tick
-            for (image, label, name), prediction in zip(todo, predictions):
-                matrix += confusion(prediction, label.to(device), len(plan.class_names))
+            for (_, label, relabeled, name), prediction in zip(todo, predictions):
+                score(prediction, label, relabeled)
                 if settings.save_predictions:
-                    cv2.imwrite(str(gray / f"{name}.png"), prediction.to(torch.uint8).cpu().numpy())
+                    write_atomic(gray / f"{name}.png", _png(prediction.to(torch.uint8).cpu().numpy()))
         done += len(batch)
         seconds = time.perf_counter() - start
         log(f"{plan.dataset} base {base_size} {settings.scales}: {done}/{len(loader.dataset)} images of rank {rank}, "
             f"{done / seconds:.2f} images/s, eta {(len(loader.dataset) - done) * seconds / done:.0f} s")
     if world_size > 1:
         dist.all_reduce(matrix)
+        dist.all_reduce(missed)
         done = shardset.samples
-    scores = mseg_scores(matrix.cpu(), plan.excluded)
+    scores = mseg_scores(matrix.cpu(), plan.excluded, missed.cpu())
     kept = scores["kept"]
     record = {"dataset": plan.dataset, "combination": plan.combination, "base_size": base_size,
               "scales": settings.scales, "miou": scores["miou"], "macc": scores["macc"], "all_acc": scores["all_acc"],
@@ -154,7 +213,8 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
               "acc": {plan.class_names[k]: float(scores["acc"][k]) for k in kept},
               "images": done, "seconds": round(time.perf_counter() - start, 2),
               "inference_share": round(forward_seconds / max(time.perf_counter() - start, 1e-9), 3),
-              "made_from": fingerprint, "confusion": matrix.cpu().tolist()}
+              "protocol": "relabeled" if plan.relabeled else "unrelabeled" if plan.combination == "universal" else None,
+              "made_from": fingerprint, "confusion": matrix.cpu().tolist(), "voided": missed.cpu().tolist()}
     if rank == 0:
         write_atomic(out_dir / "results.txt", results_txt(scores, plan.class_names).encode())
         cv2.imwrite(str(out_dir / "confusion.png"), confusion_picture(matrix.cpu(), kept, plan.class_names))
@@ -186,7 +246,17 @@ def summarize(records: list[dict], datasets: list[str], out: Path) -> list[str]:
 
 
 def check_shards_match(plan: EvalPlan, shardset: ShardSet) -> None:
+    """Refuse shards that cannot give MSeg's numbers for this plan, saying how to write ones that can."""
+    command = f"tools/shard.py --dataset {plan.dataset} --split val --taxonomy {plan.label_taxonomy}"
     if tuple(shardset.class_names) != tuple(plan.class_names):
         raise UserError(f"the {plan.label_taxonomy} shards of {plan.dataset} hold {len(shardset.class_names)} classes, "
                         f"the evaluation ({plan.combination}) needs its {len(plan.class_names)}: shard the val split "
-                        f"with `tools/shard.py --dataset {plan.dataset} --split val --taxonomy {plan.label_taxonomy}`")
+                        f"with `{command}`")
+    if shardset.short_size:
+        raise UserError(f"the {plan.label_taxonomy} shards of {plan.dataset} hold images resized to short side "
+                        f"{shardset.short_size}, and MSeg scores at the labels' own size: shard the val split again "
+                        f"without --short-size (`{command}`)")
+    if plan.relabeled and shardset.relabeled_ext is None:
+        raise UserError(f"the model was trained on relabeled labels, so MSeg scores it on {plan.dataset} with its "
+                        f"relabeled protocol, which needs each val image's relabeled label: shard the val split with "
+                        f"`{command} --with-relabeled`, or pass --protocol unrelabeled")

@@ -23,7 +23,7 @@ from mseg_fast.constants import IGNORE_LABEL
 from mseg_fast.datasets import ListEntry
 from mseg_fast.errors import UserError
 from mseg_fast.shards import manifest as manifest_io
-from mseg_fast.shards.convert import LABEL_EXT, META_EXT, ConvertOptions
+from mseg_fast.shards.convert import LABEL_EXT, META_EXT, RELABELED_EXT, ConvertOptions
 from mseg_fast.shards.plan import ShardPlan, make_plan
 from mseg_fast.shards.task import STAGES, is_done, shard_paths, write_shard
 from mseg_fast.shards.workers import run_pool
@@ -123,7 +123,8 @@ def _split_entry(directory: Path, plans: list[ShardPlan], split: str, target: Ta
         "list": list_name,
         "list_sha256": list_sha256,
         # DALI's webdataset reader accepts alternatives as "jpg;png" when a dataset mixes formats.
-        "components": {"image": ";".join(sorted(exts)) or "jpg", "label": LABEL_EXT, "meta": META_EXT},
+        "components": {"image": ";".join(sorted(exts)) or "jpg", "label": LABEL_EXT, "meta": META_EXT,
+                       **({"relabeled": RELABELED_EXT} if "relabeled_list" in settings else {})},
         "samples": sum(s["samples"] for s in shards),
         "shards": shards,
         "image_size": {"height": _stats([h for h, _ in sizes]), "width": _stats([w for _, w in sizes])},
@@ -148,7 +149,8 @@ def common_fields(dataset: str, target: Target) -> dict:
 
 
 def build_shards(entries: list[ListEntry], list_name: str, list_sha256: str, convert: ConvertOptions, split: str,
-                 directory: Path, options: ShardOptions, show_progress: bool = True) -> BuildSummary:
+                 directory: Path, options: ShardOptions, show_progress: bool = True,
+                 relabeled_list: tuple[str, str] | None = None) -> BuildSummary:
     """Write (or complete) the shards of one split and record them in the manifest.
 
     Args:
@@ -158,6 +160,7 @@ def build_shards(entries: list[ListEntry], list_name: str, list_sha256: str, con
         split: split name, the shards' file prefix.
         directory: `<out>/<taxonomy>/<dataset>`; created if missing.
         options: cutting, seed, workers, skip-bad.
+        relabeled_list: (name, sha256) of the relabeled list when the entries carry relabeled labels.
 
     Raises:
         SampleError: a bad sample without skip_bad; no shard file of this split is left behind.
@@ -168,6 +171,8 @@ def build_shards(entries: list[ListEntry], list_name: str, list_sha256: str, con
         "seed": options.seed, "samples_per_shard": options.samples_per_shard, "shard_size": options.shard_size,
         "short_size": options.short_size, "jpeg_quality": options.jpeg_quality, "skip_bad": options.skip_bad,
     }
+    if relabeled_list is not None:
+        settings["relabeled_list"], settings["relabeled_list_sha256"] = relabeled_list
     digest_settings = {**settings, **common_fields(convert.dataset, convert.target), "list_sha256": list_sha256}
     plans = make_plan(entries, options.seed, options.samples_per_shard, options.shard_size, convert.data_dir,
                       digest_settings)

@@ -23,6 +23,7 @@ from mseg_fast.targets import Target
 from mseg_fast.taxonomy import UNMAPPED
 
 LABEL_EXT = "label.png"
+RELABELED_EXT = "relabeled.png"  # the relabeled label of a val image, in the same taxonomy (§7.6)
 META_EXT = "json"
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _MAX_STEM = 80  # ustar names stop at 100 bytes: 8-digit index + '_' + stem + '.label.png'
@@ -36,12 +37,14 @@ class SampleJob:
         line_no: 1-based line of the list file (for error messages).
         key: unique sample key, no dots or slashes.
         image, label: paths relative to the dataset's data folder.
+        relabeled: the image's relabeled label, sharded beside the label, or None.
     """
 
     line_no: int
     key: str
     image: str
     label: str
+    relabeled: str | None = None
 
 
 def sample_key(position: int, image_rel: str) -> str:
@@ -52,11 +55,13 @@ def sample_key(position: int, image_rel: str) -> str:
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """What every sample of one shard set is converted with."""
+    """What every sample of one shard set is converted with; `relabeled_target` converts the relabeled labels
+    (the relabeled dataset's table into the same taxonomy) when they are sharded too."""
 
     dataset: str
     data_dir: Path
     target: Target
+    relabeled_target: Target | None = None
     short_size: int | None = None
     jpeg_quality: int = 95
 
@@ -126,6 +131,18 @@ def source_identity(data_dir: Path, relative: str) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def _relabeled_png(job: SampleJob, options: ConvertOptions, size: tuple[int, int]) -> bytes:
+    """The relabeled label, checked and converted like the label, as PNG."""
+    path = options.data_dir / job.relabeled
+    label = codecs.decode_label(_read(path, "relabeled label", job.line_no), str(path))
+    if label.shape != size:
+        raise SampleError(str(path), f"relabeled label is {label.shape[1]}x{label.shape[0]} (WxH) but its image is "
+                                     f"{size[1]}x{size[0]}", "Pair each image with its own labels, or pass --skip-bad.")
+    target = options.relabeled_target
+    check_values(_histogram(label), target, f"{options.dataset}-relabeled", str(path))
+    return codecs.encode_label(convert_label(label, target))
+
+
 def convert_sample(job: SampleJob, options: ConvertOptions) -> Converted:
     """Read, check and convert one sample.
 
@@ -154,6 +171,11 @@ def convert_sample(job: SampleJob, options: ConvertOptions) -> Converted:
             "sources": {"image": source_identity(options.data_dir, job.image),
                         "label": source_identity(options.data_dir, job.label)}}
     ext = info.ext
+    extra = []
+    if job.relabeled is not None:
+        extra.append((RELABELED_EXT, _relabeled_png(job, options, (info.height, info.width))))
+        meta["relabeled"] = job.relabeled
+        meta["sources"]["relabeled"] = source_identity(options.data_dir, job.relabeled)
     if options.short_size and min(info.height, info.width) > options.short_size:
         image_bytes, converted = codecs.resize_short(
             image_bytes, converted, options.short_size, options.jpeg_quality, str(image_path))
@@ -179,6 +201,7 @@ def convert_sample(job: SampleJob, options: ConvertOptions) -> Converted:
     components = [
         (ext, image_bytes),
         (LABEL_EXT, label_png),
+        *extra,
         (META_EXT, json.dumps(meta, sort_keys=True).encode("utf-8")),
     ]
     return Converted(job.key, components, ext, height, width,

@@ -100,9 +100,8 @@ def changed_sources(tar_path: Path, index: list, data_dir: Path) -> list[str]:
                     continue
                 handle.seek(offset)
                 meta = json.loads(handle.read(size))
-                for role in ("image", "label"):
-                    recorded = meta.get("sources", {}).get(role)
-                    if recorded is not None and recorded != source_identity(data_dir, meta[role]):
+                for role, recorded in meta.get("sources", {}).items():
+                    if role in meta and recorded != source_identity(data_dir, meta[role]):
                         problems.append(f"{tar_path}: {data_dir / meta[role]} changed since it was sharded (line "
                                         f"{meta.get('line')}); rerun the shard command to rewrite the shard")
     return problems

@@ -37,7 +37,7 @@ class ShardPlan:
 def shuffled_jobs(entries: Sequence[ListEntry], seed: int) -> list[SampleJob]:
     """All samples in a seeded global order (DALI reads shards in order and shuffles only
     inside a buffer, so the shards themselves must be mixed)."""
-    jobs = [SampleJob(e.line_no, sample_key(i, e.image), e.image, e.label) for i, e in enumerate(entries)]
+    jobs = [SampleJob(e.line_no, sample_key(i, e.image), e.image, e.label, e.relabeled) for i, e in enumerate(entries)]
     order = np.random.default_rng(seed).permutation(len(jobs))
     return [jobs[i] for i in order]
 
@@ -88,5 +88,7 @@ def make_plan(entries: Sequence[ListEntry], seed: int, samples_per_shard: int | 
         for job in group:
             digest.update(f"\n{job.line_no} {job.key} {job.image} {job.label} {source_identity(data_dir, job.image)} "
                           f"{source_identity(data_dir, job.label)}".encode())
+            if job.relabeled is not None:
+                digest.update(f" {job.relabeled} {source_identity(data_dir, job.relabeled)}".encode())
         plans.append(ShardPlan(number, tuple(group), digest.hexdigest()))
     return plans

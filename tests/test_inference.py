@@ -3,6 +3,7 @@ averaging, the universal -> test projection, and the same predictions as an MSeg
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -185,3 +186,37 @@ def test_relabeled_protocol_worked_examples(mseg_api):
     plain = mseg_scores(*mseg_counts(torch.tensor(prediction), torch.tensor(cabinet_u), len(names))[:1])
     assert plain["all_acc"] == pytest.approx(0.75)
     assert score(prediction, cabinet_u, cabinet_r)["all_acc"] == pytest.approx(1.0), "unlabeled after relabeling"
+
+
+def test_relabeled_protocol_on_msegs_coco_example(mseg_api, test_photos):
+    """MSeg's own COCO test image 000000025986: both labels converted with the shard tables, the table
+    relabeled as counter_other; a prediction of `table` there is now wrong, one of the relabeled class right."""
+    from mseg_fast.apiroot import dataset_lists_dir, master_tsv_path
+    from mseg_fast.eval.mseg_metrics import mseg_counts, mseg_scores, relabeled_rewrite
+    from mseg_fast.taxonomy import read_master_tsv, read_names, universal_names, universal_table
+
+    tsv = read_master_tsv(master_tsv_path(mseg_api))
+    names = universal_names(tsv)
+
+    def read(kind, dataset=None):
+        label = cv2.imread(str(test_photos / f"relabeled_gt/000000025986-{kind}.png"), cv2.IMREAD_UNCHANGED)
+        if dataset:
+            label = universal_table(tsv, dataset, read_names(dataset_lists_dir(mseg_api) / dataset /
+                                                             f"{dataset}_names.txt"))[label]
+        return torch.from_numpy(label.astype(np.int64))
+
+    unrelabeled, relabeled = read("unrelabeled-gt", "coco-panoptic-133"), read("relabeled-gt", "coco-panoptic-133-relabeled")
+    prediction = read("pred")
+    changed = relabeled != unrelabeled
+    assert int(changed.sum()) == 117313 and set(unrelabeled[changed].tolist()) == {names.index("table")}
+    assert set(relabeled[changed].tolist()) == {names.index("counter_other")}
+    plain = mseg_scores(mseg_counts(prediction, unrelabeled, len(names))[0])
+    matrix, voided = mseg_counts(*relabeled_rewrite(prediction, unrelabeled, relabeled), len(names))
+    protocol = mseg_scores(matrix, missed=voided)
+    table = names.index("table")
+    assert int(voided[table]) == int((prediction[changed] != names.index("counter_other")).sum()) > 0
+    assert protocol["all_acc"] < plain["all_acc"] and protocol["iou"][table] < plain["iou"][table]
+    right = torch.where(changed, relabeled, prediction)  # the relabeled class predicted on the relabeled region
+    fixed, none = mseg_counts(*relabeled_rewrite(right, unrelabeled, relabeled), len(names))
+    kept = int(((prediction == table) & (unrelabeled == table) & ~changed).sum())
+    assert int(fixed[table, table]) == kept + 117313 and int(none.sum()) == 0

@@ -149,7 +149,7 @@ def test_predicted_labels_are_the_argmax_of_the_probabilities():
     model = Tiny(classes=7).eval()
     images = [torch.from_numpy(photo(70, 90, 5)), torch.from_numpy(photo(40, 40, 6))]
     spec = InferenceSpec(base_size=60, scales=(0.75, 1.0), crop=33, window_batch=4)
-    labels = predict_labels(model, images, spec, class_chunk=3)
+    labels = predict_labels(model, images, spec)
     for label, probs in zip(labels, predict_probabilities(model, images, spec)):
         assert torch.equal(label, probs.argmax(0))
 
@@ -220,3 +220,21 @@ def test_relabeled_protocol_on_msegs_coco_example(mseg_api, test_photos):
     fixed, none = mseg_counts(*relabeled_rewrite(right, unrelabeled, relabeled), len(names))
     kept = int(((prediction == table) & (unrelabeled == table) & ~changed).sum())
     assert int(fixed[table, table]) == kept + 117313 and int(none.sum()) == 0
+
+
+@pytest.mark.parametrize("smooth", [True, False])
+def test_resized_argmax_equals_the_argmax_of_resized_maps(smooth):
+    """Both paths: pixels whose four source pixels agree (smooth maps) and pixels decided by the K-class
+    weighted mean (noise: nearly every pixel), over two scales, in small chunks."""
+    import torch.nn.functional as F
+
+    from mseg_fast.eval.inference import resized_argmax
+
+    generator = torch.Generator().manual_seed(3)
+    maps = [torch.rand(9, 6, 8, generator=generator), torch.rand(9, 9, 12, generator=generator)]
+    if smooth:
+        maps = [F.interpolate(m[None], scale_factor=4, mode="bilinear")[0] for m in maps]
+    size = (37, 50)
+    expected = sum(F.interpolate(m[None], size=size, mode="bilinear", align_corners=False)[0] for m in maps).argmax(0)
+    assert torch.equal(resized_argmax(maps, size, dense=1.0), expected)
+    assert torch.equal(resized_argmax(maps, size, dense=0.0), expected)

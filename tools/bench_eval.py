@@ -3,7 +3,8 @@
     python tools/bench_eval.py --json bench_out/eval.json [--arch hrnet_w18] [--base-size 360] [--crop 353]
 
 Real photos from mseg-semantic-test-data ($MSEG_TEST_DATA) with COCO label maps scaled to them, one
-network (randomly initialised unless --model), both evaluators; prints images/s, the share of time outside
+network (unless --model, a random one plus a colour classifier, so that its predictions have a photo's
+class boundaries), both evaluators; prints images/s, the share of time outside
 the forward passes, and how far their predictions and mIoU agree.
 """
 
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from mseg_fast.bench.eval_bench import run_eval_bench
+from mseg_fast.bench.eval_bench import ColourClasses, run_eval_bench
 from mseg_fast.bench.shard_bench import LABEL_MAPS
 from mseg_fast.cli import USER_ERRORS, at_least, fail
 from mseg_fast.errors import UserError
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--device {args.device}: no CUDA device is available; use --device cpu")
         device = torch.device(args.device)
         torch.manual_seed(0)
-        model = load_model(args.model) if args.model else build_model(args.arch, 194).eval()
+        model = load_model(args.model) if args.model else ColourClasses(build_model(args.arch, 194)).eval()
         model = model.to(device)
         images, labels = photos(args.photos, args.images)
         spec = InferenceSpec(args.base_size, (1.0,), args.crop, args.window_batch)

@@ -76,6 +76,13 @@ def _prepare(image: torch.Tensor, short: int, crop: int) -> tuple[torch.Tensor, 
     return (padded - _mean_fill(3, chw.device)) / std, (top, left, height, width)
 
 
+def _project(probs: torch.Tensor, projection: torch.Tensor | None) -> torch.Tensor:
+    """K_model x h x w probabilities onto the evaluation classes (a K_eval x K_model matrix), or as they are."""
+    if projection is None:
+        return probs
+    return torch.einsum("kc,chw->khw", projection.to(probs), probs)
+
+
 @torch.no_grad()
 def scale_maps(model, images: list[torch.Tensor], spec: InferenceSpec,
                projection: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
@@ -108,17 +115,21 @@ def scale_maps(model, images: list[torch.Tensor], spec: InferenceSpec,
                 top, left, height, width = prepared[i][1]
                 y0, y1 = max(y, top), min(y + spec.crop, top + height)
                 x0, x1 = max(x, left), min(x + spec.crop, left + width)
-                pair = torch.stack([logits[k], logits[len(chunk) + k].flip(-1)])[:, :, y0 - y:y1 - y, x0 - x:x1 - x]
-                probs = F.softmax(pair, dim=1)
-                if projection is not None:
-                    probs = torch.einsum("kc,nchw->nkhw", projection.to(probs), probs)
-                window = (probs[0] + probs[1]) / 2
-                if sums[i] is None:
-                    sums[i] = torch.zeros((window.shape[0], height, width), device=window.device)
-                sums[i][:, y0 - top:y1 - top, x0 - left:x1 - left] += window
-                counts[i][y0 - top:y1 - top, x0 - left:x1 - left] += 1
+                # The mirror's logits for the same pixels: its columns crop-(x1-x) .. crop-(x0-x), flipped;
+                # cutting before flipping and softmax keeps both to the image's own region.
+                plain = logits[k, :, y0 - y:y1 - y, x0 - x:x1 - x]
+                mirror = logits[len(chunk) + k, :, y0 - y:y1 - y, spec.crop - (x1 - x):spec.crop - (x0 - x)].flip(-1)
+                window = _project(F.softmax(plain, dim=0), projection)
+                window += _project(F.softmax(mirror, dim=0), projection)
+                if sums[i] is None and window.shape[1:] == (height, width):
+                    sums[i] = window  # one window holds the whole image (small base sizes)
+                else:
+                    if sums[i] is None:
+                        sums[i] = torch.zeros((window.shape[0], height, width), device=window.device)
+                    sums[i][:, y0 - top:y1 - top, x0 - left:x1 - left] += window
+                counts[i][y0 - top:y1 - top, x0 - left:x1 - left] += 2  # the window and its mirror
         for i in range(len(images)):
-            out[i].append(sums[i] / counts[i])
+            out[i].append(sums[i].div_(counts[i]))
     return out
 
 
@@ -135,20 +146,91 @@ def predict_probabilities(model, images: list[torch.Tensor], spec: InferenceSpec
     return [_at_size(m, tuple(image.shape[:2]), slice(None)) for m, image in zip(maps, images)]
 
 
-def predict_labels(model, images: list[torch.Tensor], spec: InferenceSpec, projection: torch.Tensor | None = None,
-                   class_chunk: int = 16) -> list[torch.Tensor]:
-    """The argmax of `predict_probabilities`, computed a few classes at a time: 194 full-size probability maps
-    of a 1080p photo are 1.6 GB of floats, most of an image's time on a CPU; the running maximum needs one."""
-    labels = []
-    for maps, image in zip(scale_maps(model, images, spec, projection), images):
-        size, classes = tuple(image.shape[:2]), maps[0].shape[0]
-        best = torch.full(size, -1.0, device=maps[0].device)
-        label = torch.zeros(size, dtype=torch.int64, device=maps[0].device)
-        for first in range(0, classes, class_chunk):
-            chunk = _at_size(maps, size, slice(first, first + class_chunk))
-            value, index = chunk.max(0)
-            better = value > best  # strictly: ties keep the lower class, as argmax does
-            best = torch.where(better, value, best)
-            label = torch.where(better, index + first, label)
-        labels.append(label)
-    return labels
+def _source_index(out_size: int, in_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per output row (or column) of a bilinear resize (align_corners=False, as F.interpolate and OpenCV): the
+    two source indices and the second one's weight."""
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)  # in float32, as PyTorch's kernel
+    source = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    first = source.long().clamp(max=in_size - 1)
+    weight = source - first
+    return first.to(device), (first + 1).clamp(max=in_size - 1).to(device), weight.to(device)
+
+
+@torch.no_grad()
+def resized_argmax(maps: list[torch.Tensor], size: tuple[int, int], dense: float = 0.25) -> torch.Tensor:
+    """argmax over classes of the sum of `maps` (K x h_s x w_s each) bilinearly resized to `size`, without
+    resizing K maps.
+
+    A bilinear value is a weighted mean of four source pixels. Where one class is the largest at all four
+    source pixels of every map, it is the largest of the sum too. The other pixels, near class boundaries,
+    compare only their candidates, the two largest classes of each source pixel: any other class is at most
+    the third largest there, so when the best candidate beats the weighted mean of the third largest values
+    it is the argmax. The few pixels left get all K classes; when more than `dense` of the image would
+    (noise everywhere, as from an untrained network), the maps are resized a few classes at a time instead.
+    """
+    height, width = size
+    tops, rows, cols = [], [], []
+    for m in maps:
+        tops.append(m.max(0).indices)  # max(0) is several times faster than argmax(0) on the CPU
+        rows.append(_source_index(height, m.shape[1], m.device))
+        cols.append(_source_index(width, m.shape[2], m.device))
+    label = tops[0][rows[0][0][:, None], cols[0][0][None, :]]
+    certain = torch.ones(size, dtype=torch.bool, device=label.device)
+    for top, (y0, y1, _), (x0, x1, _) in zip(tops, rows, cols):
+        for ys in (y0, y1):
+            for xs in (x0, x1):
+                certain &= top[ys[:, None], xs[None, :]] == label
+    py, px = (~certain).nonzero(as_tuple=True)
+    if len(py) == 0:
+        return label
+    if len(py) > dense * height * width:
+        return _chunked_argmax(maps, size)
+    # Per map: each pixel's four source pixels (as rows of the distinct source pixels' K probabilities),
+    # their bilinear weights, and the top three classes of each distinct source pixel.
+    corners, weights, probs, top3 = [], [], [], []
+    for m, (y0, y1, wy), (x0, x1, wx) in zip(maps, rows, cols):
+        r0, r1, c0, c1 = y0[py] * m.shape[2], y1[py] * m.shape[2], x0[px], x1[px]
+        distinct, inverse = torch.unique(torch.stack([r0 + c0, r0 + c1, r1 + c0, r1 + c1], 1), return_inverse=True)
+        a, b = wy[py], wx[px]
+        corners.append(inverse)
+        weights.append(torch.stack([(1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b], 1))
+        probs.append(m.reshape(m.shape[0], -1)[:, distinct].t().contiguous())
+        top3.append(probs[-1].topk(3, dim=1))
+    candidates = torch.cat([t.indices[c][:, :, :2].flatten(1) for t, c in zip(top3, corners)], 1)
+    value = sum((w[:, :, None] * p[c[:, :, None], candidates[:, None, :]]).sum(1)
+                for w, p, c in zip(weights, probs, corners))
+    bound = sum((w * t.values[c][:, :, 2]).sum(1) for w, t, c in zip(weights, top3, corners))
+    best = value.max(1).values
+    # Ties keep the lowest class, as argmax does (a candidate may appear several times).
+    winner = torch.where(value == best[:, None], candidates, maps[0].shape[0]).min(1).values
+    sure = best > bound
+    label[py[sure], px[sure]] = winner[sure]
+    unsure = (~sure).nonzero(as_tuple=True)[0]
+    if len(unsure) > dense * height * width:
+        return _chunked_argmax(maps, size)
+    for first in range(0, len(unsure), 4096):
+        pick = unsure[first:first + 4096]
+        total = sum((w[pick, :, None] * p[c[pick]]).sum(1) for w, p, c in zip(weights, probs, corners))
+        label[py[pick], px[pick]] = total.max(1).indices
+    return label
+
+
+def _chunked_argmax(maps: list[torch.Tensor], size: tuple[int, int], class_chunk: int = 16) -> torch.Tensor:
+    """The same argmax through F.interpolate, a few classes at a time (a running maximum, not K maps)."""
+    best = torch.full(size, -1.0, device=maps[0].device)
+    label = torch.zeros(size, dtype=torch.int64, device=maps[0].device)
+    for first in range(0, maps[0].shape[0], class_chunk):
+        value, index = _at_size(maps, size, slice(first, first + class_chunk)).max(0)
+        better = value > best  # strictly: ties keep the lower class, as argmax does
+        best = torch.where(better, value, best)
+        label = torch.where(better, index + first, label)
+    return label
+
+
+def predict_labels(model, images: list[torch.Tensor], spec: InferenceSpec,
+                   projection: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The argmax of `predict_probabilities` (H x W int64 per image), without its K full-size maps: 194
+    probability maps of a 1080p photo are 1.6 GB of floats, and resizing them took most of an image's time
+    outside the network on a CPU."""
+    return [resized_argmax(m, tuple(image.shape[:2])) for m, image in zip(scale_maps(model, images, spec, projection),
+                                                                         images)]

@@ -84,6 +84,17 @@ def test_zero_shot_evaluation_writes_mseg_layout_and_agrees_with_mseg(camvid, ms
     assert miou_from_results_txt(text) == pytest.approx(100 * mseg_scores(matrix)["miou"], abs=0.05)
     again = evaluate(camvid, tmp_path / "results", "--save-predictions")
     assert again.returncode == 0 and again.stdout.count("reusing") == 2, "finished results are reused"
+    # An interrupted run (results not yet written, half the predictions saved) continues where it stopped.
+    import json
+
+    out = tmp_path / "results/camvid-11/48/ss"
+    finished = json.loads((out / "results.json").read_text())
+    for path in [out / "results.json", out / "results.txt", *sorted((out / "gray").glob("*.png"))[3:]]:
+        path.unlink()
+    resumed = evaluate(camvid, tmp_path / "results", "--save-predictions", "--base-size", "48")
+    assert resumed.returncode == 0 and "3 saved predictions reused" in resumed.stdout, resumed.stdout
+    record = json.loads((out / "results.json").read_text())
+    assert record["confusion"] == finished["confusion"] and len(list((out / "gray").glob("*.png"))) == 6
 
 
 def test_evaluation_refusals_are_one_line(camvid, tmp_path):

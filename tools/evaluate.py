@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 out_dir = args.out / plan.folder / str(base) / args.scales
                 record = evaluate_one(model, args.model, plan, shardset, base, settings, out_dir, device, say,
                                       info.rank, info.world_size)
-                say(f"{plan.dataset} base {base} {args.scales}: mIoU {100 * record['miou']:.2f} ({out_dir / 'results.txt'})")
+                reused = f", {record['reused_predictions']} saved predictions reused" if record.get("reused_predictions") else ""
+                say(f"{plan.dataset} base {base} {args.scales}: mIoU {100 * record['miou']:.2f} ({out_dir / 'results.txt'}"
+                    f"{reused})")
                 records.append(record)
         if info.is_main:
             lines = summarize(records, [p.dataset for p in plans], args.out)

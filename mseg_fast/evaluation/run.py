@@ -182,9 +182,11 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
                         num_workers=settings.workers, worker_init_fn=worker_init() if settings.workers else None,
                         multiprocessing_context="forkserver" if settings.workers else None)
     done, start, forward_seconds = 0, time.perf_counter(), 0.0
+    reused = torch.zeros((), dtype=torch.int64, device=device)
     for batch in loader:
         # Predictions saved by an earlier, killed run are scored from their files, not computed again.
         saved = {name for *_, name in batch if settings.save_predictions and (gray / f"{name}.png").is_file()}
+        reused += len(saved)
         for _, label, relabeled, name in (item for item in batch if item[-1] in saved):
             prediction = torch.from_numpy(cv2.imread(str(gray / f"{name}.png"), cv2.IMREAD_UNCHANGED))
             score(prediction.to(device).long(), label, relabeled)
@@ -204,6 +206,7 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
     if world_size > 1:
         dist.all_reduce(matrix)
         dist.all_reduce(missed)
+        dist.all_reduce(reused)
         done = shardset.samples
     scores = mseg_scores(matrix.cpu(), plan.excluded, missed.cpu())
     kept = scores["kept"]
@@ -211,7 +214,7 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
               "scales": settings.scales, "miou": scores["miou"], "macc": scores["macc"], "all_acc": scores["all_acc"],
               "iou": {plan.class_names[k]: float(scores["iou"][k]) for k in kept},
               "acc": {plan.class_names[k]: float(scores["acc"][k]) for k in kept},
-              "images": done, "seconds": round(time.perf_counter() - start, 2),
+              "images": done, "reused_predictions": int(reused), "seconds": round(time.perf_counter() - start, 2),
               "inference_share": round(forward_seconds / max(time.perf_counter() - start, 1e-9), 3),
               "protocol": "relabeled" if plan.relabeled else "unrelabeled" if plan.combination == "universal" else None,
               "made_from": fingerprint, "confusion": matrix.cpu().tolist(), "voided": missed.cpu().tolist()}

@@ -26,6 +26,7 @@ def test_dry_cpu_runs_every_check(tmp_path):
     assert report["checks"]["resume"]["result"]["same_batches_after_resume"] is True
     assert {"dali", "torch", "mseg", "decode"} <= set(report["checks"]["throughput"]["result"])
     assert report["checks"]["train"]["result"]["loader_line"].startswith("loader: dali on cpu")
+    assert report["checks"]["eval"]["result"]["pixel_agreement"] >= 0.999 and "images/s" in result.stdout
     assert "every check ok" in result.stdout and "step/bf16-channels_last" in result.stdout
 
 

@@ -1,4 +1,4 @@
-"""Prove the GPU path on one GPU: DALI's GPU graph against its CPU graph, resume, loader and step speed.
+"""Prove the GPU path on one GPU: DALI's GPU graph against its CPU graph, resume, loader, step and evaluation speed.
 
     python tools/gpu_check.py --out gpu_check.json            # on a GPU machine with DALI installed
     python tools/gpu_check.py --dry-cpu --out dry.json        # the CPU stands in (what the test suite runs)
@@ -31,7 +31,7 @@ from mseg_fast.loader import dali_available
 from mseg_fast.atomic import write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUTS = {"versions": 60, "train_graph": 180, "val_graph": 120, "resume": 120, "throughput": 240, "train": 300}
+TIMEOUTS = {"versions": 60, "train_graph": 180, "val_graph": 120, "resume": 120, "throughput": 240, "train": 300, "eval": 240}
 
 
 def run_one(name: str, context: str, result: Path) -> int:
@@ -67,6 +67,10 @@ def summary(result: dict) -> str:
     keys = ("gpu", "dali", "image_mad_levels", "label_agreement", "samples_per_s", "peak_memory_gib",
             "data_wait_share", "same_batches_after_resume", "skipped")
     parts = [f"{k} {data[k]}" for k in keys if data.get(k) is not None and not isinstance(data[k], dict)]
+    if "speedup" in data:  # evaluation: the inference core against the MSeg-style evaluator
+        ours, mseg = data["runs"]["ours"], data["runs"]["mseg_style"]
+        parts.append(f"{ours['images_per_s']} vs {mseg['images_per_s']} images/s ({data['speedup']}x), "
+                     f"{100 * ours['outside_forward_share']:.0f} % outside forward, agree {data['pixel_agreement']}")
     for name, part in data.items():
         if isinstance(part, dict) and "vs_mseg" in part:  # throughput: one entry per loader
             parts.append(f"{name} {part['samples_per_s']}/s ({part['vs_mseg']}x)")

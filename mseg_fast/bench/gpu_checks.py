@@ -21,10 +21,13 @@ import cv2
 import numpy as np
 import torch
 
+from mseg_fast.bench.eval_bench import ColourClasses, run_eval_bench
 from mseg_fast.bench.loader_bench import run_backend
 from mseg_fast.bench.shard_bench import LABEL_MAPS, PHOTOS_1080P
 from mseg_fast.bench.step_bench import run_steps
 from mseg_fast.config import Config, load_config
+from mseg_fast.eval.inference import InferenceSpec
+from mseg_fast.models.factory import build_model
 from mseg_fast.constants import IGNORE_LABEL, IMAGENET_STD
 from mseg_fast.data.geometry import Augment
 from mseg_fast.loader import build_train_loader, build_val_batches, run_graph_on_arrays
@@ -227,6 +230,24 @@ def check_train(ctx: Context) -> dict:
             "stderr_tail": result.stderr[-800:] if result.returncode else ""}
 
 
+def check_eval(ctx: Context) -> dict:
+    """Evaluation speed, tools/bench_eval.py's comparison: the inference core against the MSeg-style evaluator
+    (one image at a time, two windows per forward, OpenCV resizes on the host), HRNet-W48 at base 720 with
+    713 windows on 1080p photos; the aim on a GPU is 5x MSeg-style's images/s. Small when dry."""
+    images, labels = [], []
+    for k in range(1 if ctx.dry else 8):
+        image = cv2.imread(str(Path(ctx.photos) / PHOTOS_1080P[k % len(PHOTOS_1080P)]))[:, :, ::-1].copy()
+        label = cv2.imread(str(Path(ctx.photos) / LABEL_MAPS[k % len(LABEL_MAPS)]), cv2.IMREAD_UNCHANGED)
+        images.append(image)
+        labels.append(cv2.resize(label, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST))
+    torch.manual_seed(0)
+    device = torch.device(ctx.device)
+    model = ColourClasses(build_model("hrnet_w18" if ctx.dry else "hrnet_w48", 194)).eval().to(device)
+    spec = InferenceSpec(120, (1.0,), 129, 8) if ctx.dry else InferenceSpec(720, (1.0,), 713, 16)
+    result = run_eval_bench(model, images, labels, spec, 4, device)
+    return {"ok": result["pixel_agreement"] >= 0.999, "base_size": spec.base_size, "crop": spec.crop, **result}
+
+
 def checks() -> dict:
     """name -> function(ctx) of every check, in the order they run."""
     table = {"versions": check_versions, "train_graph": check_train_graph, "val_graph": check_val_graph,
@@ -234,6 +255,7 @@ def checks() -> dict:
     for variant in STEP_VARIANTS:
         table[f"step/{variant}"] = lambda ctx, v=variant: check_step(ctx, v)
     table["train"] = check_train
+    table["eval"] = check_eval
     return table
 
 

@@ -22,7 +22,7 @@ from mseg_fast.loader import build_spec, build_train_loader, build_val_batches, 
 from mseg_fast.models.factory import build_model
 from mseg_fast.models.load import load_strict
 from mseg_fast.train import checkpoint
-from mseg_fast.train.distributed import DistInfo, init_distributed, sync_batchnorm
+from mseg_fast.train.distributed import DistInfo, init_distributed, release_group, sync_batchnorm
 from mseg_fast.train.loop import RunState, fit
 from mseg_fast.train.objective import build_optimizer, derive_max_iters
 from mseg_fast.train.recalibrate import recalibrate_batchnorm
@@ -150,7 +150,9 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     loader.close()
     log.close()
     if info.world_size > 1:
-        dist.destroy_process_group()
+        # The model's parameters keep DDP's reducer alive: everything that holds them goes while the group lives.
+        del step_model, network, model, optimizer, save, evaluate
+        release_group()
     return 0
 
 

@@ -16,12 +16,11 @@ import json
 import sys
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from mseg_fast.data.batch import Batch
 from mseg_fast.models.outputs import SegOutputs
-from mseg_fast.train.distributed import init_distributed, sync_batchnorm
+from mseg_fast.train.distributed import init_distributed, release_group, sync_batchnorm
 from mseg_fast.train.mgda import gram_matrix, mgda_step, min_norm_weights
 from mseg_fast.train.objective import per_dataset_loss
 
@@ -87,11 +86,12 @@ def main(layout: str, out: str) -> None:
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     result = mgda_step(network, batches[info.rank], torch.ones(DATASETS), optimizer, scaler, "fp32")
+    del network, model, optimizer  # DDP's reducer goes while the group is alive (release_group)
     if info.is_main:
         with open(out, "w") as handle:
             json.dump({"ranks": result.scales, "single": single_process(reference, batches),
                        "losses": result.parts}, handle)
-    dist.destroy_process_group()
+    release_group()
 
 
 if __name__ == "__main__":

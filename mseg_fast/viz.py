@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
+from mseg_fast.atomic import write_atomic
 from mseg_fast.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Write a picture or a label map (OpenCV's channel order, format from the suffix) atomically.
+
+    Raises:
+        OSError: it cannot be encoded or written (cv2.imwrite would only return False, easily unseen).
+    """
+    ok, data = cv2.imencode(Path(path).suffix, array)
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode a {array.shape} {array.dtype} array as {Path(path).suffix}")
+    write_atomic(Path(path), data.tobytes())
 
 
 def palette(num_classes: int) -> np.ndarray:

@@ -111,6 +111,11 @@ def test_mseg_metrics_and_results_txt():
     assert text.splitlines()[1] == "Class_00 result: iou/accuracy 0.7500/0.7500, name: road."
     assert len(text.splitlines()) == 3 and miou_from_results_txt(text) == pytest.approx(77.5)
     assert harmonic_mean([0.5, 0.25]) == pytest.approx(1 / 3) and harmonic_mean([0.5, None]) is None
+    from mseg_fast.eval.metrics import confusion
+
+    # A prediction that is no class (the relabeled protocol's void) lands in no cell, not in the next row's.
+    counted = confusion(torch.tensor([255, 0, 1]), torch.tensor([0, 0, 1]), 3)
+    assert counted.sum() == 2 and counted[0, 0] == 1 and counted[1, 1] == 1
 
 
 def test_evaluation_plans_follow_msegs_four_combinations(mseg_api):

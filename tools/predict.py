@@ -27,7 +27,7 @@ from mseg_fast.evaluation.protocol import plan_evaluation
 from mseg_fast.evaluation.run import model_info
 from mseg_fast.models.load import load_model
 from mseg_fast.taxonomy import read_master_tsv, universal_names
-from mseg_fast.viz import with_legend
+from mseg_fast.viz import with_legend, write_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         start, count = time.perf_counter(), 0
         for name, image in frames(args):
             label = predict_labels(model, [torch.from_numpy(image).to(device)], spec, projection)[0].cpu().numpy()
-            cv2.imwrite(str(args.out / f"{name}_gray.png"), label.astype(np.uint8 if len(names) <= 256 else np.uint16))
-            cv2.imwrite(str(args.out / f"{name}_overlay.jpg"), with_legend(image, label, tuple(names))[:, :, ::-1])
+            write_image(args.out / f"{name}_gray.png", label.astype(np.uint8 if len(names) <= 256 else np.uint16))
+            write_image(args.out / f"{name}_overlay.jpg", with_legend(image, label, tuple(names))[:, :, ::-1])
             count += 1
             print(f"{name}: {count} images, {count / (time.perf_counter() - start):.2f} images/s", flush=True)
     except USER_ERRORS as error:

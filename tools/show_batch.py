@@ -14,7 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from mseg_fast.config import load_config
@@ -22,7 +21,7 @@ from mseg_fast.data.geometry import describe
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.cli import USER_ERRORS, at_least, fail
 from mseg_fast.loader import augment_of, choose_backend, sample_crops
-from mseg_fast.viz import denormalize, grid
+from mseg_fast.viz import denormalize, grid, write_image
 
 
 def write_pictures(out: Path, crops: list[dict], aug, names: dict, backend: str, device: str) -> None:
@@ -31,8 +30,8 @@ def write_pictures(out: Path, crops: list[dict], aug, names: dict, backend: str,
     for number, crop in enumerate(crops):
         rgb = denormalize(crop["image"])
         label = crop["label"].astype(np.uint16 if crop["label"].max() > 255 else np.uint8)
-        cv2.imwrite(str(out / f"{number:04d}_image.png"), rgb[:, :, ::-1])
-        cv2.imwrite(str(out / f"{number:04d}_label.png"), label)
+        write_image(out / f"{number:04d}_image.png", rgb[:, :, ::-1])
+        write_image(out / f"{number:04d}_label.png", label)
         height, width = crop["meta"]["size"]
         records.append({"crop": number, "dataset": crop["dataset"], "image": crop["meta"]["image"],
                         "label": crop["meta"]["label"], "list_line": crop["meta"]["line"],
@@ -40,7 +39,7 @@ def write_pictures(out: Path, crops: list[dict], aug, names: dict, backend: str,
         title = f"{number}: {crop['dataset']} {Path(crop['meta']['image']).name}"
         tiles.append((rgb, label, title, names[crop["dataset"]]))
     (out / "samples.json").write_text(json.dumps({"backend": backend, "device": device, "crops": records}, indent=1))
-    cv2.imwrite(str(out / "grid.png"), grid(tiles)[:, :, ::-1])
+    write_image(out / "grid.png", grid(tiles)[:, :, ::-1])
 
 
 def main(argv: list[str] | None = None) -> int:

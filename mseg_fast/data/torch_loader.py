@@ -115,8 +115,8 @@ def decode(components: dict[str, bytes], rgb: bool = True) -> tuple[np.ndarray, 
         ValueError: the image or the label does not decode.
     """
     image_ext = next((ext for ext in components if ext in ("jpg", "png")), None)
-    if image_ext is None or "label.png" not in components:
-        raise ValueError(f"it lacks a component (has {', '.join(components)})")
+    if image_ext is None:
+        raise ValueError(f"it lacks its image (has {', '.join(components)})")
     image = cv2.imdecode(np.frombuffer(components[image_ext], np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"its .{image_ext} does not decode")

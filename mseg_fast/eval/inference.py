@@ -183,7 +183,7 @@ def resized_argmax(maps: list[torch.Tensor], size: tuple[int, int], dense: float
     py, px = (~certain).nonzero(as_tuple=True)
     if len(py) == 0:
         return label
-    if len(py) > dense * height * width:
+    if len(py) > dense * height * width or maps[0].shape[0] < 3:  # the bound needs a third class
         return _chunked_argmax(maps, size)
     # Per map: each pixel's four source pixels (as rows of the distinct source pixels' K probabilities),
     # their bilinear weights, and the top three classes of each distinct source pixel.

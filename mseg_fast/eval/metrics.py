@@ -9,8 +9,10 @@ from mseg_fast.constants import IGNORE_LABEL
 
 def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """K x K counts, rows = target class, columns = predicted class; ignore pixels are not counted
-    (neither as target nor as prediction)."""
-    keep = target != IGNORE_LABEL
+    (neither as target nor as prediction), nor are predictions that are no class (>= K: the relabeled
+    protocol's voided pixels, which mseg_metrics.mseg_counts counts as misses; left in, t*K + 255 would land
+    in another cell)."""
+    keep = (target != IGNORE_LABEL) & (pred < num_classes)
     index = target[keep].long() * num_classes + pred[keep].long()
     return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 

@@ -36,11 +36,10 @@ def relabeled_rewrite(prediction: torch.Tensor, unrelabeled: torch.Tensor,
 
 def mseg_counts(prediction: torch.Tensor, target: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The confusion matrix (K x K) and, per ground-truth class, the pixels whose prediction was voided
-    (IGNORE_LABEL by the relabeled protocol): misses that belong to no predicted class."""
-    voided = (prediction == IGNORE_LABEL) & (target != IGNORE_LABEL)
-    matrix = confusion(prediction[~voided], target[~voided], num_classes)
+    (IGNORE_LABEL by the relabeled protocol, no class): misses that belong to no predicted class."""
+    voided = (prediction >= num_classes) & (target != IGNORE_LABEL)
     missed = torch.bincount(target[voided].long(), minlength=num_classes)[:num_classes]
-    return matrix, missed
+    return confusion(prediction, target, num_classes), missed
 
 
 def mseg_scores(matrix: torch.Tensor, excluded: Sequence[int] = (), missed: torch.Tensor | None = None) -> dict:

@@ -34,6 +34,7 @@ from mseg_fast.eval.mseg_metrics import harmonic_mean, mseg_counts, mseg_scores,
 from mseg_fast.eval.validate import confusion_picture
 from mseg_fast.evaluation.protocol import EvalPlan
 from mseg_fast.models.load import read_weights_file
+from mseg_fast.viz import write_image
 
 NAIVE_CLASSES = 316
 
@@ -133,13 +134,6 @@ def _claim_predictions(gray: Path, fingerprint: dict, log: Callable[[str], None]
     write_atomic(marker, json.dumps(fingerprint, indent=1).encode())
 
 
-def _png(array: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", array)
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {array.shape} prediction as PNG")
-    return data.tobytes()
-
-
 def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, base_size: int, settings: EvalSettings,
                  out_dir: Path, device: torch.device, log: Callable[[str], None], rank: int = 0,
                  world_size: int = 1) -> dict:
@@ -169,13 +163,12 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
     missed = torch.zeros(classes, dtype=torch.int64, device=device)
 
     def score(prediction: torch.Tensor, label: torch.Tensor, relabeled: torch.Tensor | None) -> None:
-        nonlocal matrix, missed
         label = label.to(device)
         if relabeled is not None:
             prediction, label = relabeled_rewrite(prediction, label, relabeled.to(device))
         counts, voided = mseg_counts(prediction, label, classes)
-        matrix += counts
-        missed += voided
+        matrix.add_(counts)
+        missed.add_(voided)
 
     loader = DataLoader(_ValImages(shardset, val_range(shardset.samples, rank, world_size), plan.relabeled),
                         batch_size=settings.images_per_batch, collate_fn=list,
@@ -198,7 +191,7 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
             for (_, label, relabeled, name), prediction in zip(todo, predictions):
                 score(prediction, label, relabeled)
                 if settings.save_predictions:
-                    write_atomic(gray / f"{name}.png", _png(prediction.to(torch.uint8).cpu().numpy()))
+                    write_image(gray / f"{name}.png", prediction.to(torch.uint8).cpu().numpy())
         done += len(batch)
         seconds = time.perf_counter() - start
         log(f"{plan.dataset} base {base_size} {settings.scales}: {done}/{len(loader.dataset)} images of rank {rank}, "
@@ -220,7 +213,7 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
               "made_from": fingerprint, "confusion": matrix.cpu().tolist(), "voided": missed.cpu().tolist()}
     if rank == 0:
         write_atomic(out_dir / "results.txt", results_txt(scores, plan.class_names).encode())
-        cv2.imwrite(str(out_dir / "confusion.png"), confusion_picture(matrix.cpu(), kept, plan.class_names))
+        write_image(out_dir / "confusion.png", confusion_picture(matrix.cpu(), kept, plan.class_names))
         write_atomic(record_path, json.dumps(record, indent=1).encode())
     return record
 

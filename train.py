@@ -67,14 +67,14 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     check_shards(spec.shardsets, config.verify_shards, log)
     class_names, taxonomy_sha = spec.shardsets[0].class_names, spec.shardsets[0].taxonomy_sha256
     torch.manual_seed(config.manual_seed)  # the same initial weights on every rank
-    model = build_model(config.arch, len(class_names), config.layers)
+    model = build_model(config.arch, len(class_names), config.layers, config.init)
     # From here on each rank draws its own numbers (dropout, CCSA's pairs), as MSeg's independent processes
     # did; base seed + rank, as the loaders seed their streams.
     torch.manual_seed(config.manual_seed + info.rank)
     found = checkpoint.find_resume(run_dir, resume, log) if resume else None
     resume_path, saved = found if found else (None, None)
     if saved:
-        check_resumable(saved, resume_path, len(class_names), taxonomy_sha, info)
+        check_resumable(saved, resume_path, len(class_names), taxonomy_sha, info, config.optimizer)
         load_strict(model, saved["model"], str(resume_path))
     else:
         init_weights(model, config.pretrained, init_from, log)
@@ -84,7 +84,8 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda"
                                                         else None) if info.world_size > 1 else model
     step_model = torch.compile(network) if config.compile else network
-    optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay)
+    optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay,
+                                config.optimizer)
     scaler = torch.amp.GradScaler(info.device.type, enabled=config.precision == "fp16")
     state = RunState(0)
     if saved:

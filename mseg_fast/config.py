@@ -66,9 +66,13 @@ class Config:
     layers: Literal[50, 101, 152] = 50  # PSPNet's ResNet depth (MSeg's key; HRNet ignores it)
     pretrained: str | None = None  # ImageNet checkpoint for the backbone (HRNet's, or PSPNet's deep-base ResNet)
     aux_weight: float = 0.4  # PSPNet's auxiliary loss; HRNet has no auxiliary head
+    # MSeg: SGD from N(0, 0.001) weights. For short runs from scratch (the demo), AdamW and He-initialised
+    # convolutions learn the rare classes several times sooner (README, "short runs").
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    init: Literal["mseg", "kaiming"] = "mseg"  # convolutions' random init, before pretrained / --init-from
     base_lr: float = 0.01
     power: float = 0.9
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD's; AdamW keeps PyTorch's betas
     weight_decay: float = 1e-4
     num_examples: int = 1_000_000  # crops per dataset over the run (MSeg's meaning)
     max_iters: int | None = None  # set to override the length derived from num_examples

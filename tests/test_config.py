@@ -44,6 +44,8 @@ def test_sections_and_overrides(tmp_path):
     (["save_every=0"], "'save_every': 0 is out of range"),
     (["workers=-1"], "'workers': -1 is out of range"),
     (["base_lr=0"], "'base_lr': 0.0 must be positive"),
+    (["optimizer=adam"], "'adam' is not one of 'sgd', 'adamw'"),
+    (["init=xavier"], "'xavier' is not one of 'mseg', 'kaiming'"),
 ])
 def test_bad_configs_are_refused(override, message):
     with pytest.raises(UserError) as error:
@@ -74,7 +76,11 @@ def test_recipes_load_with_mseg_lengths():
         cfg = load_config(REPO / "config" / f"{name}.yaml", overrides)
         assert derive_max_iters(cfg.num_examples, cfg.batch_size, len(cfg.dataset)) == iters, name
         assert (cfg.train_h - 1) % 8 == 0 and cfg.arch == "hrnet_w48"
+        # The demo's short-run means stay off in MSeg's recipes.
+        assert (cfg.optimizer, cfg.init, cfg.bn_recalibrate, cfg.val_crop) == ("sgd", "mseg", 0, "center"), name
     assert load_config(REPO / "config" / "1080" / "mseg-naive.yaml").taxonomy() == "naive"
+    demo = load_config(REPO / "config" / "demo" / "train-demo.yaml")  # the demo's short run from scratch
+    assert (demo.optimizer, demo.init, demo.val_crop) == ("adamw", "kaiming", "whole") and demo.bn_recalibrate > 0
     assert load_config(REPO / "config" / "1080" / "single-oracle.yaml").taxonomy() == "self"
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 import torch
 
 from mseg_fast.eval.metrics import confusion, scores
-from mseg_fast.eval.validate import confusion_picture
+from mseg_fast.eval.validate import confusion_picture, report
 
 
 def counts(pred, target, k):
@@ -29,3 +32,16 @@ def test_miou_over_present_classes_and_picture():
     assert abs(result["all_acc"] - 0.75) < 1e-9
     picture = confusion_picture(torch.tensor([[5, 1], [0, 4]]), [0, 1], ("road", "sky"))
     assert picture.shape == (150 + 44, 150 + 44, 3) and picture.dtype == np.uint8
+
+
+def test_validation_report_writes_whole_files_or_says_why(tmp_path):
+    """A picture that cannot be written is an OSError (the trainer's one error line), not a missing file
+    nobody notices (cv2.imwrite only returns False); the JSON record appears whole."""
+    matrix = torch.tensor([[5, 1], [0, 4]])
+    lines, _ = report([matrix], ["demo-fields"], ("road", "sky"), 30, tmp_path)
+    assert lines[0].startswith("val demo-fields: mIoU") and (tmp_path / "confusion_00000030_demo-fields.png").exists()
+    assert json.loads((tmp_path / "val_00000030.json").read_text())["datasets"]["demo-fields"]["iou"]["road"] > 0
+    assert not list(tmp_path.glob("*.tmp-*"))
+    (tmp_path / "confusion_00000040_demo-fields.png").mkdir()  # the picture's name is taken by a folder
+    with pytest.raises(OSError):
+        report([matrix], ["demo-fields"], ("road", "sky"), 40, tmp_path)

@@ -18,7 +18,7 @@ import torch
 from helpers import REPO
 from leftovers import MarkedRun
 from mseg_fast.models.factory import build_model
-from mseg_fast.train.objective import derive_max_iters, per_dataset_loss, poly_lr
+from mseg_fast.train.objective import build_optimizer, derive_max_iters, per_dataset_loss, poly_lr
 
 CONFIG = str(REPO / "config" / "demo" / "train-tiny.yaml")
 # Pinned augmentation: every backend and rank layout produces the same crops.
@@ -48,6 +48,19 @@ def test_per_dataset_loss_weights_datasets_not_pixels():
     labels[2:] = 255  # a dataset with no labelled pixel contributes nothing (MSeg: NaN)
     loss, parts = per_dataset_loss(logits, labels, ids, torch.ones(2))
     assert torch.allclose(loss, means[0]) and set(parts) == {0}
+
+
+def test_short_run_options_draw_he_weights_and_use_adamw():
+    """MSeg's init (N(0, 0.001)) and SGD stay the default; `init=kaiming` draws He-normal (fan-out) weights and
+    `optimizer=adamw` builds AdamW over the same groups (the demo's short run from scratch)."""
+    mseg, he = build_model("hrnet_w18", 5), build_model("hrnet_w18", 5, init="kaiming")
+    assert float(mseg.conv2.weight.detach().std()) < 0.0011
+    expected = (2 / (64 * 3 * 3)) ** 0.5  # conv2: 64 output channels, 3x3
+    assert abs(float(he.conv2.weight.detach().std()) / expected - 1) < 0.05
+    assert isinstance(build_optimizer(mseg.param_groups(), 0.01, 0.9, 1e-4), torch.optim.SGD)
+    adamw = build_optimizer(he.param_groups(), 0.002, 0.9, 1e-4, "adamw")
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["lr"] == 0.002
+    assert adamw.param_groups[0]["weight_decay"] == 1e-4
 
 
 def test_poly_schedule_and_length():
@@ -149,6 +162,11 @@ def test_bad_config_and_foreign_checkpoint_are_refused(demo_shards, tmp_path):
     foreign = train(demo_shards, tmp_path / "run", "max_iters=4", "universal=False", "dataset=[demo-fields]",
                     "--resume", "auto")
     assert foreign.returncode == 2
+    other = "sgd" if "optimizer: adamw" in Path(CONFIG).read_text() else "adamw"
+    switched = train(demo_shards, tmp_path / "run", "max_iters=4", f"optimizer={other}", "--resume", "auto")
+    assert switched.returncode == 2 and f"this run asks for optimizer={other}" in switched.stderr
+    assert switched.stderr.count("\n") == 1 and switched.stderr.startswith("error: ")
+    assert final_weights(tmp_path / "run")["iteration"] == 2  # nothing trained on, nothing written
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

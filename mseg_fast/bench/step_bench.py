@@ -24,10 +24,11 @@ def peak_memory_gib(device: torch.device) -> float:
 
 def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch.device) -> dict:
     spec = build_spec(config, 0, 1)
-    model = build_model(config.arch, len(spec.shardsets[0].class_names), config.layers).to(device).train()
+    model = build_model(config.arch, len(spec.shardsets[0].class_names), config.layers, config.init).to(device).train()
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay)
+    optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay,
+                                config.optimizer)
     network = torch.compile(model) if config.compile else model
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     weights = torch.ones(len(config.dataset), device=device)

@@ -11,8 +11,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from mseg_fast.atomic import write_atomic
 from mseg_fast.data.batch import Batch
 from mseg_fast.eval.metrics import confusion, scores
+from mseg_fast.viz import write_image
 
 
 @torch.no_grad()
@@ -54,9 +56,9 @@ def report(matrices: list[torch.Tensor], datasets: list[str], class_names: tuple
         lines.append(f"val {name}: mIoU {100 * result['miou']:.1f} mAcc {100 * result['macc']:.1f} "
                      f"allAcc {100 * result['all_acc']:.1f} over {len(present)} classes; lowest IoU: "
                      + ", ".join(f"{k} {100 * v:.0f}" for k, v in worst))
-        cv2.imwrite(str(out_dir / f"confusion_{iteration:08d}_{name}.png"), confusion_picture(matrix.cpu(), present,
-                                                                                              class_names))
-    (out_dir / f"val_{iteration:08d}.json").write_text(json.dumps(record, indent=1))
+        write_image(out_dir / f"confusion_{iteration:08d}_{name}.png", confusion_picture(matrix.cpu(), present,
+                                                                                         class_names))
+    write_atomic(out_dir / f"val_{iteration:08d}.json", json.dumps(record, indent=1).encode())
     scalars = {f"val/{metric}/{name}": values[key] for name, values in record["datasets"].items()
                for metric, key in (("mIoU", "miou"), ("mAcc", "macc"), ("allAcc", "all_acc"))}
     return lines, scalars

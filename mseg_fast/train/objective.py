@@ -36,16 +36,22 @@ def per_dataset_loss(logits: torch.Tensor, labels: torch.Tensor, dataset_ids: to
 
 
 def build_optimizer(groups: list[tuple[list[torch.nn.Parameter], float]], base_lr: float, momentum: float,
-                    weight_decay: float) -> torch.optim.SGD:
-    """MSeg's optimiser: SGD, weight decay on every parameter, no Nesterov (reference §3.10).
+                    weight_decay: float, kind: str = "sgd") -> torch.optim.Optimizer:
+    """MSeg's optimiser: SGD, weight decay on every parameter, no Nesterov (reference §3.10); or AdamW
+    (decoupled weight decay, PyTorch's betas) for short runs, where its per-parameter step size moves the
+    rare classes' classifier rows, whose gradients are small, as fast as the frequent ones'.
 
     Args:
         groups: (parameters, learning-rate multiplier) pairs, as `model.param_groups()` gives them:
             one group for HRNet; PSPNet's backbone at 1x and its heads at 10x. The loop scales
             each group's poly learning rate by its `lr_mult`.
     """
-    return torch.optim.SGD([{"params": params, "lr": base_lr * mult, "lr_mult": mult} for params, mult in groups],
-                           lr=base_lr, momentum=momentum, weight_decay=weight_decay)
+    param_groups = [{"params": params, "lr": base_lr * mult, "lr_mult": mult} for params, mult in groups]
+    if kind == "adamw":
+        return torch.optim.AdamW(param_groups, lr=base_lr, weight_decay=weight_decay)
+    if kind != "sgd":
+        raise ValueError(f"unknown optimizer '{kind}'; choose sgd or adamw")
+    return torch.optim.SGD(param_groups, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import yaml
 
 from mseg_fast.atomic import write_atomic
 from mseg_fast.errors import UserError
@@ -100,8 +101,14 @@ def init_weights(model, pretrained: str | None, init_from: str | None, log) -> N
         load_strict(model, state, init_from)
 
 
-def check_resumable(saved: dict, path: Path, num_classes: int, taxonomy_sha: str, info: DistInfo) -> None:
-    """A checkpoint of these shards' taxonomy, written by as many ranks as this run has."""
+def check_resumable(saved: dict, path: Path, num_classes: int, taxonomy_sha: str, info: DistInfo,
+                    optimizer: str = "sgd") -> None:
+    """A checkpoint of these shards' taxonomy and this optimizer, written by as many ranks as this run has."""
+    saved_optimizer = (yaml.safe_load(saved.get("config") or "") or {}).get("optimizer", "sgd")
+    if saved_optimizer != optimizer:  # SGD's state loaded into AdamW (or back) would train on silently wrong
+        raise UserError(f"{path} was trained with optimizer={saved_optimizer} and this run asks for "
+                        f"optimizer={optimizer}: resume with optimizer={saved_optimizer}, or start a new run from "
+                        f"its weights with --init-from {path}")
     if saved.get("taxonomy") != {"num_classes": num_classes, "sha256": taxonomy_sha}:
         classes = (saved.get("taxonomy") or {}).get("num_classes")
         raise UserError(f"{path} was trained on {classes} classes of another taxonomy than these shards "

@@ -105,7 +105,7 @@ def check_resumable(saved: dict, path: Path, num_classes: int, taxonomy_sha: str
                     optimizer: str = "sgd") -> None:
     """A checkpoint of these shards' taxonomy and this optimizer, written by as many ranks as this run has."""
     saved_optimizer = (yaml.safe_load(saved.get("config") or "") or {}).get("optimizer", "sgd")
-    if saved_optimizer != optimizer:  # SGD's state loaded into AdamW (or back) would train on silently wrong
+    if saved_optimizer != optimizer:  # SGD's state cannot drive AdamW (or back): a KeyError at the first step
         raise UserError(f"{path} was trained with optimizer={saved_optimizer} and this run asks for "
                         f"optimizer={optimizer}: resume with optimizer={saved_optimizer}, or start a new run from "
                         f"its weights with --init-from {path}")

@@ -27,12 +27,13 @@ CONFIG = TOOLS.parent / "config" / "demo" / "tiny.yaml"
 TRAIN_CONFIG = TOOLS.parent / "config" / "demo" / "train-demo.yaml"
 
 
-def run(command: list[str], times: list[tuple[str, float]]) -> None:
-    """Echo a step, run it, and note how long it took (the demo ends with where its time went)."""
+def run(command: list[str], spent: dict[str, float]) -> None:
+    """Echo a step, run it, and add its seconds to its tool's (the demo ends with where its time went)."""
     print(f"\n$ {shlex.join(command)}", flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True)
-    times.append((Path(command[1]).stem, time.perf_counter() - start))
+    tool = Path(command[1]).stem
+    spent[tool] = spent.get(tool, 0.0) + time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,39 +42,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     demo, shards = args.out / "demo", args.out / "shards"
-    times: list[tuple[str, float]] = []
+    spent: dict[str, float] = {}
     python = sys.executable
-    run([python, str(TOOLS / "make_demo.py"), "--out", str(demo)], times)
+    run([python, str(TOOLS / "make_demo.py"), "--out", str(demo)], spent)
     common = ["--data-root", str(demo / "data"), "--mseg-api", str(demo / "mseg-api"),
               "--extra-datasets", str(demo / "datasets.yaml"), "--out", str(shards),
               "--workers", str(args.workers), "--samples-per-shard", "8"]
     for dataset in DATASETS:
         for split in ("train", "val"):
-            run([python, str(TOOLS / "shard.py"), "--dataset", dataset.name, "--split", split, *common], times)
+            run([python, str(TOOLS / "shard.py"), "--dataset", dataset.name, "--split", split, *common], spent)
     for dataset in DATASETS:
         run([python, str(TOOLS / "shard.py"), "--dataset", dataset.name, "--split", "train", "--verify",
-             "--extra-datasets", str(demo / "datasets.yaml"), "--out", str(shards)], times)
+             "--extra-datasets", str(demo / "datasets.yaml"), "--out", str(shards)], spent)
     print("\nShards written (manifest summaries):")
     for dataset in DATASETS:
         print(describe(shards / "universal" / dataset.name))
     run([python, str(TOOLS / "show_batch.py"), str(CONFIG), "--shards", str(shards), "--out", str(args.out / "batch"),
-         "--n", "12"], times)
+         "--n", "12"], spent)
     run([python, str(TOOLS / "bench_loader.py"), str(CONFIG), "--shards", str(shards), "--iters", "10",
-         "--json", str(args.out / "bench_loader.json")], times)
-    run([python, str(TOOLS.parent / "train.py"), str(TRAIN_CONFIG), f"shards={shards}", f"save_path={args.out / 'run'}"], times)
+         "--json", str(args.out / "bench_loader.json")], spent)
+    run([python, str(TOOLS.parent / "train.py"), str(TRAIN_CONFIG), f"shards={shards}",
+         f"save_path={args.out / 'run'}"], spent)
     # Zero-shot: a test set the model never saw, in a taxonomy of its own, through the demo TSV's column.
     run([python, str(TOOLS / "shard.py"), "--dataset", TEST_DATASET.name, "--split", "val", "--taxonomy", "self",
-         *common], times)
+         *common], spent)
     release = args.out / "demo-model.pth"
     checkpoints = args.out / "run" / "checkpoints"
     final = json.loads((checkpoints / "latest.json").read_text())["file"]  # the run's last iteration
-    run([python, str(TOOLS / "export_weights.py"), str(checkpoints / final), str(release)], times)
+    run([python, str(TOOLS / "export_weights.py"), str(checkpoints / final), str(release)], spent)
     run([python, str(TOOLS / "evaluate.py"), "--model", str(release), "--dataset", TEST_DATASET.name, "demo-streets",
          "--shards", str(shards), "--mseg-api", str(demo / "mseg-api"), "--base-size", "120", "180", "--crop", "89",
-         "--workers", "1", "--out", str(args.out / "results")], times)
-    spent: dict[str, float] = {}
-    for step, seconds in times:
-        spent[step] = spent.get(step, 0.0) + seconds
+         "--workers", "1", "--out", str(args.out / "results")], spent)
     print("\nwhere the demo's time went: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in spent.items())
           + f"; {sum(spent.values()):.0f} s in all")
     print(f"\nLook at {args.out / 'batch' / 'grid.png'} for the augmented crops. The demo's images are small, so "

@@ -24,7 +24,8 @@ def peak_memory_gib(device: torch.device) -> float:
 
 def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch.device) -> dict:
     spec = build_spec(config, 0, 1)
-    model = build_model(config.arch, len(spec.shardsets[0].class_names), config.layers, config.init).to(device).train()
+    model = build_model(config.arch, len(spec.shardsets[0].class_names), config.layers, config.init)
+    model = model.to(device).train()
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay,

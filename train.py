@@ -83,7 +83,7 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
         model = model.to(memory_format=torch.channels_last)
     network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda"
                                                         else None) if info.world_size > 1 else model
-    step_model = torch.compile(network) if config.compile else network
+    step_model = torch.compile(network, backend=config.compile_backend) if config.compile else network
     optimizer = build_optimizer(model.param_groups(), config.base_lr, config.momentum, config.weight_decay,
                                 config.optimizer)
     scaler = torch.amp.GradScaler(info.device.type, enabled=config.precision == "fp16")

@@ -84,6 +84,10 @@ class Config:
     ccsa_margin: float = 1.0  # negatives closer than this are pushed apart
     channels_last: bool = False
     compile: bool = False
+    # torch.compile's backend. inductor generates kernels (Triton on a GPU, C++ on the CPU) and is the one that
+    # speeds training up; aot_eager traces forward and backward as inductor does but runs the traced graphs
+    # without generating code: a check in seconds that the model and step compile (the tests use it).
+    compile_backend: Literal["inductor", "aot_eager"] = "inductor"
     # Run.
     batch_size: int = 14  # global batch per step (MSeg: total per node, one node)
     manual_seed: int = 0

@@ -46,6 +46,7 @@ def test_sections_and_overrides(tmp_path):
     (["base_lr=0"], "'base_lr': 0.0 must be positive"),
     (["optimizer=adam"], "'adam' is not one of 'sgd', 'adamw'"),
     (["init=xavier"], "'xavier' is not one of 'mseg', 'kaiming'"),
+    (["compile_backend=tensorrt"], "'tensorrt' is not one of 'inductor', 'aot_eager'"),
 ])
 def test_bad_configs_are_refused(override, message):
     with pytest.raises(UserError) as error:

@@ -64,6 +64,10 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     log = RunLog(info.is_main)
     check_run_folder(run_dir, resume, start_over)
     spec = build_spec(config, info.rank, info.world_size, device=str(info.device), local_ranks=info.local_world_size)
+    if config.val_every:  # every split the run reads is checked now, not at the first validation hours later
+        val_spec = build_spec(config, info.rank, info.world_size, train=False, device=str(info.device),
+                              local_ranks=info.local_world_size)
+        check_shards(val_spec.shardsets, config.verify_shards, log)
     check_shards(spec.shardsets, config.verify_shards, log)
     class_names, taxonomy_sha = spec.shardsets[0].class_names, spec.shardsets[0].taxonomy_sha256
     torch.manual_seed(config.manual_seed)  # the same initial weights on every rank

@@ -7,9 +7,10 @@ exit status 2; a traceback means a bug in mseg-fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from mseg_fast.errors import UserError
+from mseg_fast.errors import UserError, os_hint
 
 
 def at_least(low: int):
@@ -26,16 +27,38 @@ def at_least(low: int):
     return parse
 
 
+def device_arg(text: str) -> str:
+    """An argparse type: `cpu`, `cuda` or `cuda:N` naming a GPU this machine has (anything else, `tpu` or a
+    typo, would otherwise run on the CPU or end in a traceback)."""
+    kind, _, number = text.partition(":")
+    if text == "cpu":
+        return text
+    if kind != "cuda" or (number and not number.isdigit()):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device: give cpu, cuda or cuda:N")
+    import torch  # here, not at the top: the tools that take no device need not import torch to parse arguments
+
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"'{text}': no CUDA device is available on this machine; use cpu")
+    if number and int(number) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"'{text}': this machine has {torch.cuda.device_count()} GPU(s), "
+                                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return text
+
+
 def error_line(error: Exception) -> str:
-    """The user-facing line for a UserError or a file-system error (unwritable folder, disk full, ...)."""
+    """The user-facing line for a UserError or a file-system error (missing file, no permission, disk full, ...)."""
     if isinstance(error, OSError) and not isinstance(error, UserError):
         where = f"{error.filename}: " if error.filename else ""
-        return f"error: {where}{error.strerror or error}; check the path and that you can write there"
+        hint = os_hint(error.errno)
+        return f"error: {where}{error.strerror or error}; {hint}"
     return f"error: {error}"
 
 
 def fail(error: Exception) -> int:
-    print(error_line(error), file=sys.stderr)
+    """Print the error line and return exit status 2. Under torchrun only rank 0 prints: the ranks read the same
+    input and would print the same line once each (torchrun then adds its own summary of the failed ranks)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(error_line(error), file=sys.stderr)
     return 2
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import yaml
 from mseg_fast.constants import IGNORE_LABEL
 from mseg_fast.data.geometry import Augment
 from mseg_fast.errors import UserError
+from mseg_fast.textfile import read_text
 
 _MSEG = Augment()
 
@@ -59,7 +61,7 @@ class Config:
     blur_sigma: float = 1.1
     crop_type: Literal["rand", "center"] = "rand"
     val_crop: Literal["center", "whole"] = "center"
-    ignore_label: int = IGNORE_LABEL
+    ignore_label: int = IGNORE_LABEL  # MSeg's key; shards mark unlabeled pixels 255, so only 255 is accepted
     output_dtype: Literal["float32", "float16"] = "float32"
     # Model and optimisation (reference §3.3, §3.10).
     arch: Literal["hrnet_w48", "hrnet_w18", "psp"] = "hrnet_w48"
@@ -142,9 +144,13 @@ def _check(value: Any, hint: Any, key: str) -> Any:
         return float(value)
     if hint is float and isinstance(value, str):
         try:  # YAML 1.1 reads `1e-4` (no dot) as a string
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        # Every float key is a range (a scale, an angle, a weight, a rate): .nan passes every `<` test and
+        # .inf every `>=`, so they are refused here, once, not at each bound.
+        raise UserError(f"config key '{key}': {value} is not a finite number")
     if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         raise UserError(f"config key '{key}': expected {_type_name(hint)}, got {value!r}")
     return value
@@ -223,7 +229,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+            raw = yaml.load(read_text(path, "config file"), Loader=_StrictLoader) or {}
         except FileNotFoundError:
             raise UserError(f"config file {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as error:
@@ -278,6 +284,14 @@ def _check_ranges(config: Config) -> None:
 def validate(config: Config) -> Config:
     """Every value within its range, and the cross-key checks."""
     _check_ranges(config)
+    if config.ignore_label != IGNORE_LABEL:
+        raise UserError(f"config key 'ignore_label': {config.ignore_label}: shards mark unlabeled pixels "
+                        f"{IGNORE_LABEL} (MSeg's value in every config), and the loss and the metrics ignore that; "
+                        f"set ignore_label: {IGNORE_LABEL} or remove the key")
+    repeated = sorted({d for d in config.dataset if config.dataset.count(d) > 1})
+    if repeated:
+        raise UserError(f"config key 'dataset': {', '.join(repeated)} is listed more than once; name each dataset "
+                        f"once (to draw more of one, set dataset_weights)")
     if config.scale_min > config.scale_max or config.scale_min <= 0:
         raise UserError(f"scale_min ({config.scale_min}) must be positive and at most scale_max ({config.scale_max})")
     if config.rotate_min > config.rotate_max:

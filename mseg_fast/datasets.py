@@ -15,6 +15,7 @@ import yaml
 
 from mseg_fast.apiroot import dataset_lists_dir
 from mseg_fast.errors import UserError
+from mseg_fast.textfile import decode_text, read_text
 
 # The 7 unrelabeled training datasets, in MSeg's order (also the naive merge's order).
 UNRELABELED_TRAIN = (
@@ -106,7 +107,7 @@ def load_extra_datasets(path: Path | None) -> dict[str, ExtraDataset]:
         return {}
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_text(path, "datasets file")) or {}
     except FileNotFoundError:
         raise UserError(f"extra-datasets file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -228,11 +229,7 @@ def read_list(path: Path, dataset: str, split: str) -> tuple[list[ListEntry], st
         raise UserError(f"list file {path} for {dataset} split '{split}' does not exist.{hint} "
                         f"Pass --list FILE to use a list of your own.")
     data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not a text list file (byte {error.start} is not UTF-8); a list holds lines "
-                        f"'image_path label_path'") from None
+    text = decode_text(data, path, "list file (lines 'image_path label_path')")
     entries = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         line = line.strip()

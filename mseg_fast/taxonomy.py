@@ -10,6 +10,7 @@ silently corrupts labels (reference §9, item 3).
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from mseg_fast.constants import IGNORE_LABEL
 from mseg_fast.errors import UserError
+from mseg_fast.textfile import read_text
 
 UNMAPPED = -1
 UNIVERSAL_COLUMN = "universal"
@@ -34,7 +36,7 @@ def read_names(path: Path) -> tuple[str, ...]:
     are split with `splitlines` (which also drops `\\r`).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, "class-names file")
     except FileNotFoundError:
         raise UserError(f"class-names file {path} does not exist; check --mseg-api") from None
     names = tuple(text.splitlines())
@@ -76,9 +78,9 @@ def read_master_tsv(path: Path) -> MasterTsv:
     """Parse a master TSV in MSeg_master.tsv's format (tab-separated, one header row)."""
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            # QUOTE_NONE: cells are plain strings; MSeg read them with NA parsing off.
-            table = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+        text = read_text(path, "taxonomy TSV")
+        # QUOTE_NONE: cells are plain strings; MSeg read them with NA parsing off.
+        table = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     except FileNotFoundError:
         raise UserError(f"taxonomy TSV {path} does not exist; check --mseg-api or --tsv") from None
     table = [row for row in table if row]

@@ -11,16 +11,21 @@ from mseg_fast.atomic import write_atomic
 from mseg_fast.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
 
 
-def write_image(path: Path, array: np.ndarray) -> None:
-    """Write a picture or a label map (OpenCV's channel order, format from the suffix) atomically.
+def encode_image(path: Path, array: np.ndarray) -> bytes:
+    """A picture or a label map (OpenCV's channel order) encoded in the format of `path`'s suffix.
 
     Raises:
-        OSError: it cannot be encoded or written (cv2.imwrite would only return False, easily unseen).
+        OSError: it cannot be encoded (cv2.imwrite would only return False, easily unseen).
     """
     ok, data = cv2.imencode(Path(path).suffix, array)
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode a {array.shape} {array.dtype} array as {Path(path).suffix}")
-    write_atomic(Path(path), data.tobytes())
+    return data.tobytes()
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Write a picture or a label map (format from the suffix) atomically."""
+    write_atomic(Path(path), encode_image(path, array))
 
 
 def palette(num_classes: int) -> np.ndarray:

@@ -22,3 +22,19 @@ def demo_args(demo_tree: Path, out: Path) -> list[str]:
     """CLI arguments that point tools/shard.py at the demo tree."""
     return ["--data-root", str(demo_tree / "data"), "--mseg-api", str(demo_tree / "mseg-api"),
             "--extra-datasets", str(demo_tree / "datasets.yaml"), "--out", str(out), "--no-progress"]
+
+
+def call_tool(capsys, tool: str, *args: str) -> tuple[int, str, str]:
+    """Run a CLI's main() in this process (its refusals without a new interpreter's start): exit status
+    (argparse's exit included), stdout, stderr."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tool_{Path(tool).stem}", REPO / "tools" / tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        code = module.main(list(args))
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -47,6 +47,12 @@ def test_sections_and_overrides(tmp_path):
     (["optimizer=adam"], "'adam' is not one of 'sgd', 'adamw'"),
     (["init=xavier"], "'xavier' is not one of 'mseg', 'kaiming'"),
     (["compile_backend=tensorrt"], "'tensorrt' is not one of 'inductor', 'aot_eager'"),
+    # NaN passes every `<` bound and infinity every `>=`: refused as values, once for every float key.
+    (["rotate_max=.nan"], "config key 'rotate_max': nan is not a finite number"),
+    (["scale_max=.inf"], "config key 'scale_max': inf is not a finite number"),
+    (["dataset=[a,b,c]", "dataset_weights=[.inf,1,1]"], "config key 'dataset_weights': inf is not a finite number"),
+    (["ignore_label=0"], "config key 'ignore_label': 0: shards mark unlabeled pixels 255"),
+    (["dataset=[a,b,a]"], "config key 'dataset': a is listed more than once"),
 ])
 def test_bad_configs_are_refused(override, message):
     with pytest.raises(UserError) as error:

@@ -68,6 +68,25 @@ def test_bad_list_lines(tmp_path):
         datasets.read_list(empty, "x", "train")
 
 
+def test_text_files_with_a_bom_read_and_others_name_file_and_line(tmp_path):
+    """Windows editors start UTF-8 with a byte-order mark; Latin-1 names and an image given as a TSV are not text."""
+    from mseg_fast.taxonomy import read_master_tsv, read_names
+
+    listing = tmp_path / "bom.txt"
+    listing.write_bytes(b"\xef\xbb\xbfa.jpg b.png\n")
+    assert datasets.read_list(listing, "x", "train")[0][0].image == "a.jpg"
+    names = tmp_path / "names.txt"
+    names.write_bytes(b"\xef\xbb\xbfroad\nsky\n")
+    assert read_names(names) == ("road", "sky")
+    names.write_bytes("road\ncaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"names.txt:2: not UTF-8 text \(byte 0xe9"):
+        read_names(names)
+    image = tmp_path / "photo.tsv"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(UserError, match=r"photo.tsv:\d+: not UTF-8 text .* a taxonomy TSV is a UTF-8 text file"):
+        read_master_tsv(image)
+
+
 def test_extra_datasets(tmp_path, mseg_api):
     (tmp_path / "names.txt").write_text("road\nsky\n")
     (tmp_path / "lists").mkdir()

@@ -24,7 +24,8 @@ SIZE = (48, 64)
 
 @pytest.fixture(scope="module")
 def camvid(mseg_api, tmp_path_factory) -> dict:
-    """A camvid-11 val split of 6 generated images, sharded with its own labels, and a universal model file."""
+    """A camvid-11 val split of 6 generated images, sharded with its own labels, and a universal model file.
+    The last image has the first one's file name in another folder (as two pairs of idd-39's val images do)."""
     root = tmp_path_factory.mktemp("camvid")
     images, labels = root / "data/Camvid/701_StillsRaw_full", root / "data/Camvid/semseg11"
     images.mkdir(parents=True)
@@ -36,9 +37,12 @@ def camvid(mseg_api, tmp_path_factory) -> dict:
         label[: SIZE[0] // 3] = 1 + k % 2
         label[SIZE[0] // 2:, : SIZE[1] // 3] = 255
         image = (rng.random((*SIZE, 3)) * 60 + label[..., None] * 15).astype(np.uint8)
-        cv2.imwrite(str(images / f"0016E5_{k:05d}.png"), image)
-        cv2.imwrite(str(labels / f"0016E5_{k:05d}_L.png"), label)
-        lines.append(f"701_StillsRaw_full/0016E5_{k:05d}.png semseg11/0016E5_{k:05d}_L.png")
+        name = f"0016E5_{k:05d}" if k < 5 else "again/0016E5_00000"
+        (images / name).parent.mkdir(exist_ok=True)
+        (labels / name).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(images / f"{name}.png"), image)
+        cv2.imwrite(str(labels / f"{name}_L.png"), label)
+        lines.append(f"701_StillsRaw_full/{name}.png semseg11/{name}_L.png")
     listing = root / "val.txt"
     listing.write_text("\n".join(lines) + "\n")
     run_tool("shard.py", "--dataset", "camvid-11", "--split", "val", "--taxonomy", "self", "--list", str(listing),
@@ -49,7 +53,7 @@ def camvid(mseg_api, tmp_path_factory) -> dict:
     path = root / "universal.pth"
     torch.save({"model": model.state_dict(), "config": "universal: true\nuse_naive_taxonomy: false\n"}, path)
     return {"root": root, "shards": root / "shards", "model": path, "images": images, "labels": labels,
-            "mseg_api": mseg_api}
+            "mseg_api": mseg_api, "names": [line.split()[0].split("/", 1)[1][:-4] for line in lines]}
 
 
 def evaluate(camvid: dict, out: Path, *extra: str):
@@ -66,7 +70,8 @@ def test_zero_shot_evaluation_writes_mseg_layout_and_agrees_with_mseg(camvid, ms
     assert text.startswith("Eval result: mIoU/mAcc/allAcc ") and len(text.splitlines()) == 12
     assert text.splitlines()[1].startswith("Class_00 result: iou/accuracy ") and text.splitlines()[1].endswith(
         "name: Building.")
-    assert len(list((tmp_path / "results/camvid-11/48/ss/gray").glob("*.png"))) == 6
+    gray = sorted((tmp_path / "results/camvid-11/48/ss/gray").glob("*.png"))
+    assert len(gray) == 6, "two images with one file name get a prediction each (named by shard key)"
     summary = (tmp_path / "results" / "summary.md").read_text()
     assert "| camvid-11 |" in summary and "harmonic mean" in summary
     # The same images through the MSeg-style evaluator (one image at a time, OpenCV on the host).
@@ -76,23 +81,41 @@ def test_zero_shot_evaluation_writes_mseg_layout_and_agrees_with_mseg(camvid, ms
     model = load_model(camvid["model"])
     plan = plan_evaluation("universal", 194, "camvid-11", mseg_api)
     matrix = torch.zeros(11, 11, dtype=torch.int64)
-    for path in sorted(camvid["images"].glob("*.png")):
-        image = cv2.imread(str(path))[:, :, ::-1].copy()
-        label = cv2.imread(str(camvid["labels"] / f"{path.stem}_L.png"), cv2.IMREAD_UNCHANGED)
+    for name, saved in zip(camvid["names"], gray):
+        image = cv2.imread(str(camvid["images"] / f"{name}.png"))[:, :, ::-1].copy()
+        label = cv2.imread(str(camvid["labels"] / f"{name}_L.png"), cv2.IMREAD_UNCHANGED)
         probs = mseg_style_probabilities(model, image, 48, (1.0,), 33, plan.projection, torch.device("cpu"))
         matrix += confusion(torch.from_numpy(probs.argmax(-1)), torch.from_numpy(label.astype(np.int64)), 11)
+        assert (cv2.imread(str(saved), cv2.IMREAD_UNCHANGED) == probs.argmax(-1)).mean() > 0.99, saved
     assert miou_from_results_txt(text) == pytest.approx(100 * mseg_scores(matrix)["miou"], abs=0.05)
     again = evaluate(camvid, tmp_path / "results", "--save-predictions")
     assert again.returncode == 0 and again.stdout.count("reusing") == 2, "finished results are reused"
-    # An interrupted run (results not yet written, half the predictions saved) continues where it stopped.
+    # Another projection (a TSV whose camvid-11 column moves a class) is another evaluation: nothing is reused.
+    tsv = tmp_path / "moved.tsv"
+    rows = (mseg_api / "mseg/class_remapping_files/MSeg_master.tsv").read_text().splitlines()
+    column = rows[0].split("\t").index("camvid-11")
+    cells = [row.split("\t") for row in rows]
+    first = next(k for k, row in enumerate(cells) if k and row[column])
+    second = next(k for k, row in enumerate(cells) if k and row[column] not in ("", cells[first][column]))
+    cells[first][column], cells[second][column] = cells[second][column], cells[first][column]
+    tsv.write_text("\n".join("\t".join(row) for row in cells) + "\n")
+    moved = evaluate(camvid, tmp_path / "results", "--save-predictions", "--base-size", "48", "--tsv", str(tsv))
+    assert moved.returncode == 0 and "reusing" not in moved.stdout and "removing 6 predictions" in moved.stdout
+    # An interrupted run (results not yet written, half the predictions saved, two of those damaged) continues
+    # where it stopped, predicting the damaged ones again.
     import json
 
+    evaluate(camvid, tmp_path / "results", "--save-predictions", "--base-size", "48")
     out = tmp_path / "results/camvid-11/48/ss"
     finished = json.loads((out / "results.json").read_text())
-    for path in [out / "results.json", out / "results.txt", *sorted((out / "gray").glob("*.png"))[3:]]:
+    saved = sorted((out / "gray").glob("*.png"))
+    for path in [out / "results.json", *saved[3:]]:
         path.unlink()
+    saved[0].write_bytes(saved[0].read_bytes()[:40])  # truncated
+    cv2.imwrite(str(saved[1]), np.zeros((5, 5), np.uint8))  # another size
     resumed = evaluate(camvid, tmp_path / "results", "--save-predictions", "--base-size", "48")
-    assert resumed.returncode == 0 and "3 saved predictions reused" in resumed.stdout, resumed.stdout
+    assert resumed.returncode == 0 and "1 saved predictions reused" in resumed.stdout, resumed.stdout + resumed.stderr
+    assert "2 saved predictions were damaged" in resumed.stdout
     record = json.loads((out / "results.json").read_text())
     assert record["confusion"] == finished["confusion"] and len(list((out / "gray").glob("*.png"))) == 6
 
@@ -103,7 +126,10 @@ def test_evaluation_refusals_are_one_line(camvid, tmp_path):
     cases = [(["--model", str(oracle)], "oracle model is scored on its own dataset"),
              (["--dataset", "kitti-19"], "no shards at"),
              (["--base-size", "0"], "--base-size: 0 is too small"),
-             (["--dataset", "no-such-set"], "no class names for dataset 'no-such-set'")]
+             (["--dataset", "no-such-set"], "no class names for dataset 'no-such-set'"),
+             (["--protocol", "relabeled"], "camvid-11 has no relabeled labels"),
+             (["--device", "tpu"], "'tpu' is not a device"),
+             (["--crop", "1"], "--crop: 1 is too small")]
     for extra, needle in cases:
         result = evaluate(camvid, tmp_path / "results", *extra)
         assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -162,11 +188,43 @@ def test_predict_writes_ids_and_overlays(camvid, tmp_path):
     universal = run_tool("predict.py", "--folder", str(camvid["images"]), "--out", str(tmp_path / "universal"),
                          *common)
     assert universal.returncode == 0 and "universal (194 classes)" in universal.stdout
-    assert len(list((tmp_path / "universal").glob("*_gray.png"))) == 6
+    assert len(list((tmp_path / "universal").rglob("*_gray.png"))) == 6, "sub-folders are kept: no overwrite"
+    assert (tmp_path / "universal/again/0016E5_00000_gray.png").is_file()
     if not torch.cuda.is_available():
         refused = run_tool("predict.py", str(images[0]), "--model", str(camvid["model"]), "--out", str(tmp_path / "x"),
                            "--device", "cuda")
         assert refused.returncode == 2 and "no CUDA device" in refused.stderr
+
+
+def test_predict_refuses_inputs_it_would_miss_overwrite_or_misread(camvid, tmp_path, capsys):
+    """Each refusal is one line before anything is written: no folder, a file as --folder, an empty folder, two
+    inputs that would write the same files, --out inside --folder, a truncated JPEG, an unknown device."""
+    from helpers import call_tool
+
+    first = sorted(camvid["images"].glob("*.png"))[0]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / first.name).write_bytes(first.read_bytes())
+    truncated = tmp_path / "cut.jpg"
+    data = cv2.imencode(".jpg", cv2.imread(str(first)))[1].tobytes()
+    truncated.write_bytes(data[:len(data) // 2])
+    out = tmp_path / "out"
+    cases = [(["--folder", str(tmp_path / "nope")], "no such folder"),
+             (["--folder", str(first)], "is a file; pass it without --folder"),
+             (["--folder", str(tmp_path / "empty")], "no images"),
+             ([str(tmp_path / "a" / first.name), str(tmp_path / "b" / first.name)], "would both be written"),
+             (["--folder", str(tmp_path), "--out", str(tmp_path / "a" / "pred")], "is inside --folder"),
+             ([str(truncated)], "cut.jpg: image cannot be decoded"),
+             ([str(first), "--device", "foo"], "'foo' is not a device")]
+    for extra, needle in cases:
+        code, _, err = call_tool(capsys, "predict.py", "--model", str(camvid["model"]), "--out", str(out),
+                                 "--base-size", "48", "--crop", "33", "--mseg-api", str(camvid["mseg_api"]), *extra)
+        lines = err.strip().splitlines()
+        assert code == 2 and needle in lines[-1] and "Traceback" not in err, err
+        assert len(lines) == 1 or lines[0].startswith("usage:"), err  # argparse's usage, then its error line
+    assert not out.exists(), "a refused prediction writes nothing"
 
 
 def test_demo_test_set_is_scored_zero_shot_and_training_sets_in_universal_ids(demo_tree, demo_shards, tmp_path):
@@ -270,7 +328,9 @@ def test_relabeled_protocol_from_shards_to_results(coco, tmp_path):
         read = lambda folder: cv2.imread(str(coco["data"] / f"COCOPanoptic/{folder}/val2017/{k:012d}.png"), 0)
         unrelabeled = torch.from_numpy(np.vectorize(u_table.get)(read("semantic_annotations133")))
         relabeled = torch.from_numpy(np.vectorize(r_table.get)(read("semantic_relabeled133")))
-        prediction = torch.from_numpy(cv2.imread(str(out / f"gray/{k:012d}.png"), 0).astype(np.int64))
+        saved = sorted((out / "gray").glob("*.png"))[k]  # named by shard key: list position, then the stem
+        assert saved.name.endswith(f"_{k:012d}.png")
+        prediction = torch.from_numpy(cv2.imread(str(saved), 0).astype(np.int64))
         counts = mseg_counts(*relabeled_rewrite(prediction, unrelabeled, relabeled), 194)
         matrix, voided = matrix + counts[0], voided + counts[1]
     assert record["confusion"] == matrix.tolist() and record["voided"] == voided.tolist()

@@ -243,3 +243,22 @@ def test_resized_argmax_equals_the_argmax_of_resized_maps(smooth):
     expected = sum(F.interpolate(m[None], size=size, mode="bilinear", align_corners=False)[0] for m in maps).argmax(0)
     assert torch.equal(resized_argmax(maps, size, dense=1.0), expected)
     assert torch.equal(resized_argmax(maps, size, dense=0.0), expected)
+
+
+def test_images_too_large_for_memory_are_refused_before_any_work():
+    """A 10000 x 10 panorama at base 720 becomes 720 x 720000: 194 class maps of it are ~400 GB. Refused with
+    the size and a base size that fits, before a window runs (the network is never called)."""
+    from mseg_fast.errors import UserError
+    from mseg_fast.eval.inference import check_fits, free_bytes, predict_labels
+
+    class NeverCalled(nn.Module):
+        num_classes = 194
+
+        def forward(self, x):
+            raise AssertionError("the network ran")
+
+    panorama = torch.zeros((10, 10000, 3), dtype=torch.uint8)
+    with pytest.raises(UserError, match=r"base size 720 on images of 10x10000 .* needs [\d.]+ GiB .* at most \d+"):
+        predict_labels(NeverCalled(), [panorama], InferenceSpec(720))
+    if free_bytes(torch.device("cpu")) is not None:
+        check_fits([torch.zeros((720, 960, 3), dtype=torch.uint8)], InferenceSpec(360), 194)  # a photo fits

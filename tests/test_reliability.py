@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from helpers import REPO, demo_args, run_tool
-from mseg_fast.atomic import write_atomic
+from mseg_fast.atomic import write_atomic, write_set
 from mseg_fast.shards.tarwriter import read_index
 from test_train import final_weights, train
 
@@ -90,8 +90,8 @@ def test_a_pair_listed_twice_is_said(demo_tree, tmp_path):
     listing.write_text("\n".join(lines + lines[:1]) + "\n")
     result = shard(demo_tree, tmp_path / "out", "--list", str(listing))
     assert result.returncode == 0, result.stderr
-    assert f"warning: 1 list lines name an image/label pair already listed (line {len(lines) + 1} repeats line 1)" \
-        in result.stderr
+    assert (f"warning: demo-rooms train list twice.txt: 1 lines name an image/label pair already listed "
+            f"(line {len(lines) + 1} repeats line 1)") in result.stderr
     manifest = json.loads((tmp_path / "out/universal/demo-rooms/manifest.json").read_text())
     assert manifest["splits"]["train"]["duplicate_pairs"] == 1
 
@@ -191,6 +191,9 @@ def test_damaged_and_release_files_are_one_line(demo_shards, tmp_path):
     folder = tmp_path / "a-folder"
     folder.mkdir()
     one_error_line(run_tool("export_weights.py", str(good), str(folder)), "is a folder")
+    before = good.read_bytes()
+    one_error_line(run_tool("export_weights.py", str(good), str(good)), "is the checkpoint itself")
+    assert good.read_bytes() == before, "the training checkpoint (optimizer, loader state) is kept"
     assert not list(folder.iterdir()) and not list(tmp_path.glob("*.tmp-*")), "no temporary file is left"
     no_model = tmp_path / "no-model.pth"
     import torch
@@ -226,6 +229,45 @@ def test_atomic_writes_are_durable_and_leave_nothing_on_failure(tmp_path, monkey
     with pytest.raises(OSError):
         write_atomic(tmp_path / "taken", b"data")  # a folder is in the way of the rename
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin", "taken"]
+    # A set (results.txt, confusion.png, results.json) appears whole or not at all.
+    with pytest.raises(OSError):
+        write_set({tmp_path / "a.txt": b"1", tmp_path / "taken": b"2", tmp_path / "c.json": b"3"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin", "taken"]
+    write_set({tmp_path / "a.txt": b"1", tmp_path / "c.json": b"3"})
+    assert (tmp_path / "c.json").read_bytes() == b"3"
+
+
+def test_a_full_disk_names_the_file(tmp_path):
+    """write() on a full disk raises ENOSPC without a file name, and torch.save wraps it in a RuntimeError:
+    the error line must still name the file (so the disk) and say what to do."""
+    import errno
+
+    import torch
+
+    from mseg_fast.atomic import write_with
+    from mseg_fast.cli import error_line
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    target = tmp_path / "iter_00000001.pth"
+    for write in (lambda handle: FullDisk(handle).write(b"x"),
+                  lambda handle: torch.save({"w": torch.zeros(1000)}, FullDisk(handle))):
+        with pytest.raises(OSError) as raised:
+            write_with(target, write)
+        assert raised.value.filename == str(target)
+        assert error_line(raised.value) == (f"error: {target}: No space left on device; free space on that disk or "
+                                            f"write somewhere else")
+    assert not list(tmp_path.iterdir()), "no temporary file is left"
+    missing = error_line(FileNotFoundError(errno.ENOENT, "No such file or directory", "/no/such"))
+    assert missing.endswith("check the path") and "write" not in missing
 
 
 # Tools -------------------------------------------------------------------------------------------------------

@@ -55,11 +55,18 @@ def make_bad(root: Path, case: str) -> tuple[str, str]:
     if case == "colour_label":
         cv2.imwrite(str(data / bad_label), np.dstack([source] * 3))
         return f"{bad_image} {bad_label}", rf"{name}.png: label is a 8-bit RGB PNG"
+    if case == "jpeg_label":  # saved as JPEG under a .png name: its artefacts may stay within the class range
+        (data / bad_label).write_bytes(cv2.imencode(".jpg", source, [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes())
+        return f"{bad_image} {bad_label}", rf"{name}.png: label is a JPEG; labels must be lossless PNG"
+    if case == "unreadable_image":  # exists but cannot be read (here a loop of links; EACCES and EIO alike)
+        (data / bad_image).unlink()
+        (data / bad_image).symlink_to(data / bad_image)
+        return f"{bad_image} {bad_label}", rf"{name}.jpg: image file cannot be read: Too many levels of symbolic links"
     raise ValueError(case)
 
 
 SAMPLE_CASES = ["missing_image", "missing_label", "undecodable_image", "truncated_image", "undecodable_label",
-                "size_mismatch", "unknown_value", "colour_label"]
+                "size_mismatch", "unknown_value", "colour_label", "jpeg_label", "unreadable_image"]
 
 
 @pytest.fixture()

@@ -22,7 +22,7 @@ import torch
 
 from mseg_fast.bench.eval_bench import ColourClasses, run_eval_bench
 from mseg_fast.bench.shard_bench import LABEL_MAPS
-from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
 from mseg_fast.errors import UserError
 from mseg_fast.eval.inference import InferenceSpec
 from mseg_fast.models.factory import build_model
@@ -50,17 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default="hrnet_w18", choices=("hrnet_w18", "hrnet_w48"))
     parser.add_argument("--images", type=at_least(1), default=12)
     parser.add_argument("--base-size", type=at_least(1), default=360)
-    parser.add_argument("--crop", type=at_least(1), default=353, help="window (MSeg: 713; smaller for CPU runs)")
+    parser.add_argument("--crop", type=at_least(32), default=353,
+                        help="window, at least 32 (MSeg: 713; smaller for CPU runs)")
     parser.add_argument("--images-per-batch", type=at_least(1), default=4)
     parser.add_argument("--window-batch", type=at_least(2), default=8)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--photos", type=Path, default=Path(os.environ.get(
         "MSEG_TEST_DATA", REPO.parent / "shared" / "mseg-semantic-test-data")))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     try:
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {args.device}: no CUDA device is available; use --device cpu")
         device = torch.device(args.device)
         torch.manual_seed(0)
         model = load_model(args.model) if args.model else ColourClasses(build_model(args.arch, 194)).eval()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mseg_fast.bench.loader_bench import run_backend
 from mseg_fast.config import load_config
-from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
 from mseg_fast.loader import dali_available
 
 BACKENDS = ("dali", "torch", "mseg", "decode")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=at_least(0), default=3)
     parser.add_argument("--repeat", type=at_least(1), default=1,
                         help="time the backends this many times, interleaved, and report the median (noisy machines)")
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda to time host->device copies")
+    parser.add_argument("--device", type=device_arg, default="cpu", help="cpu, or cuda to time host->device copies")
     parser.add_argument("--json", type=Path)
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)

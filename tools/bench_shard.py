@@ -17,7 +17,10 @@ import tempfile
 from pathlib import Path
 
 from mseg_fast import datasets
-from mseg_fast.bench.shard_bench import DATASET, codec_table, image_check_table, make_tree
+from mseg_fast.atomic import write_atomic
+from mseg_fast.bench.shard_bench import DATASET, LABEL_MAPS, codec_table, image_check_table, make_tree
+from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.errors import UserError
 from mseg_fast.shards.build import ShardOptions, build_shards
 from mseg_fast.shards.convert import ConvertOptions
 from mseg_fast.shards.report import codec_share
@@ -54,15 +57,25 @@ def shard_runs(test_data: Path, mseg_api: Path, samples: int, workers: list[int]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=400, help="1080p samples to shard per run")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--samples", type=at_least(1), default=400, help="1080p samples to shard per run")
+    parser.add_argument("--workers", type=at_least(1), nargs="+", default=[1, 2], help="worker processes, per run")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--keep-shards", type=Path, help="keep the last run's shards under this root (for bench_loader)")
     parser.add_argument("--mseg-api", type=Path, default=Path(os.environ.get("MSEG_API_ROOT", REPO.parent / "shared/mseg-api")))
     parser.add_argument("--test-data", type=Path,
                         default=Path(os.environ.get("MSEG_TEST_DATA", REPO.parent / "shared/mseg-semantic-test-data")))
     args = parser.parse_args(argv)
-    runs = shard_runs(args.test_data, args.mseg_api, args.samples, args.workers, args.keep_shards)
+    try:
+        missing = [p for p in (args.test_data / m for m in LABEL_MAPS) if not p.is_file()]
+        if missing:
+            raise UserError(f"--test-data {args.test_data}: {missing[0]} is missing; point it (or $MSEG_TEST_DATA) at "
+                            f"a mseg-semantic-test-data checkout")
+        if not (args.mseg_api / "mseg").is_dir():
+            raise UserError(f"--mseg-api {args.mseg_api}: not a mseg-api checkout (no mseg/ in it); point it (or "
+                            f"$MSEG_API_ROOT) at one")
+        runs = shard_runs(args.test_data, args.mseg_api, args.samples, args.workers, args.keep_shards)
+    except USER_ERRORS as error:
+        return fail(error)
     print(f"\nSharding {args.samples} real 1080p photos ({DATASET} -> universal), {os.cpu_count()} cores:")
     print(f"{'workers':>7} {'img/s':>7} {'speed-up':>8} {'steady':>7} {'speed-up':>8} {'codecs':>7}   "
           f"ms/img per stage (worker time)")
@@ -84,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                    "python": platform.python_version()}
-        args.json.write_text(json.dumps({"machine": machine, "shard": runs, "label_codecs": codecs,
-                                         "image_check": checks}, indent=1))
+        write_atomic(args.json, json.dumps({"machine": machine, "shard": runs, "label_codecs": codecs,
+                                            "image_check": checks}, indent=1).encode())
         print(f"\nwrote {args.json}")
     return 0
 

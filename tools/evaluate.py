@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mseg_fast.apiroot import find_mseg_api
-from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.errors import UserError
 from mseg_fast.evaluation.protocol import plan_evaluation
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-size", type=at_least(1), nargs="+", default=[360, 720, 1080])
     parser.add_argument("--scales", choices=("ss", "ms"), default="ss", help="single scale, or MSeg's six scales")
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--device", help="cpu or cuda (default: the rank's GPU where there is one, else cpu)")
-    parser.add_argument("--crop", type=at_least(1), default=713)
+    parser.add_argument("--device", type=device_arg, help="cpu or cuda (default: the rank's GPU where there is one, else cpu)")
+    parser.add_argument("--crop", type=at_least(32), default=713, help="window, at least 32 (MSeg: 713)")
     parser.add_argument("--images-per-batch", type=at_least(1), default=4, help="images whose windows share batches")
     parser.add_argument("--window-batch", type=at_least(2), default=8, help="windows (mirrors included) per forward")
     parser.add_argument("--workers", type=at_least(0), default=2, help="decoding processes")
@@ -48,10 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tsv", type=Path, help="master TSV instead of mseg-api's")
     args = parser.parse_args(argv)
     try:
-        if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {args.device}: no CUDA device is available; use --device cpu")
         info = init_distributed()  # one process, or torchrun's ranks (each scores its part of every dataset)
-        device = torch.device(args.device) if args.device and args.device == "cpu" else info.device
+        device = torch.device(args.device) if args.device else info.device
         say = (lambda line: print(line, flush=True)) if info.is_main else (lambda line: None)
         api_root = find_mseg_api(args.mseg_api)
         model = load_model(args.model).to(device)
@@ -59,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         relabeled = model_file.relabeled if args.protocol == "auto" else args.protocol == "relabeled"
         plans = [plan_evaluation(model_file.taxonomy, model.num_classes, d, api_root, args.tsv, model_file.trained_on,
                                  relabeled) for d in args.dataset]
+        for plan in plans:
+            if args.protocol == "relabeled" and not plan.relabeled:
+                raise UserError(f"--protocol relabeled: {plan.dataset} has no relabeled labels to score against (the "
+                                f"relabeled protocol applies to MSeg's training sets that have a -relabeled version, "
+                                f"scored by a universal model); pass --protocol auto or unrelabeled")
         shardsets = [ShardSet.open(args.shards, p.label_taxonomy, p.dataset, "val") for p in plans]
         for plan, shardset in zip(plans, shardsets):
             check_shards_match(plan, shardset)

@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out.is_dir():
             raise UserError(f"{args.out} is a folder; give the release file's name, e.g. {args.out / 'model.pth'}")
+        if args.out.exists() and args.checkpoint.exists() and args.out.samefile(args.checkpoint):
+            raise UserError(f"{args.out} is the checkpoint itself: writing the release file over it would lose the "
+                            f"optimizer and loader state a resume needs; give another name, e.g. "
+                            f"{args.out.with_name(args.out.stem + '-release.pth')}")
         saved = load(args.checkpoint)
         model = load_model(args.checkpoint)  # proves the weights load strictly, before anything is written
         release = {"model": saved["model"], "config": saved.get("config"), "taxonomy": saved.get("taxonomy"),

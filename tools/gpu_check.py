@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,12 +107,27 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(args.only or []) - set(checks())
         if unknown:
             raise UserError(f"--only {' '.join(sorted(unknown))}: no such check; the checks are {', '.join(checks())}")
+        if args.out.is_dir():
+            raise UserError(f"--out {args.out} is a folder; give the report's file name, e.g. {args.out / 'gpu_check.json'}")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        work = args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))
-        print(f"preparing shards of real photos in {work} ...", flush=True)
-        shards = prepare(work, args.photos, args.mseg_api, args.samples or (16 if args.dry_cpu else 48))
+        # Written now, and again after every check: an unwritable --out is found before minutes of checks, and
+        # a run that is stopped keeps the results it had.
+        write_atomic(args.out, json.dumps({"dry_cpu": args.dry_cpu, "checks": {}}, indent=1).encode())
     except USER_ERRORS as error:
         return fail(error)
+    work = args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    try:
+        return run_checks(args, work)
+    except USER_ERRORS as error:
+        return fail(error)
+    finally:
+        if args.work is None:  # shards and runs of real 1080p photos: about 85 MB a run
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_checks(args: argparse.Namespace, work: Path) -> int:
+    print(f"preparing shards of real photos in {work} ...", flush=True)
+    shards = prepare(work, args.photos, args.mseg_api, args.samples or (16 if args.dry_cpu else 48))
     ctx = Context("cpu" if args.dry_cpu else "cuda", args.dry_cpu, str(args.photos), str(shards), str(work))
     names = [n for n in checks() if not args.only or n in args.only]
     results, start = {}, time.monotonic()
@@ -121,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                    "--result", str(work / "result.json")]
         results[name] = run_isolated(command, work / "result.json", TIMEOUTS.get(name.split("/")[0], 300))
         print(f"{results[name]['status']} ({results[name]['seconds']} s)", flush=True)
+        write_atomic(args.out, json.dumps({"device": ctx.device, "dry_cpu": args.dry_cpu, "finished": False,
+                                           "checks": results}, indent=1).encode())
     print(f"\n{'check':<32} {'status':<8} {'s':>6}   figures")
     for name, result in results.items():
         print(f"{name:<32} {result['status']:<8} {result['seconds']:>6}   {summary(result)}")
     report = {"device": ctx.device, "dry_cpu": args.dry_cpu, "seconds": round(time.monotonic() - start, 1),
-              "checks": results}
+              "finished": True, "checks": results}
     write_atomic(args.out, json.dumps(report, indent=1).encode())
     failed = [n for n, r in results.items() if r["status"] != "ok"]
     print(f"\nwrote {args.out}; " + (f"not ok: {', '.join(failed)}" if failed else "every check ok"))

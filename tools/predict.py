@@ -20,28 +20,65 @@ import numpy as np
 import torch
 
 from mseg_fast.apiroot import find_mseg_api, master_tsv_path
-from mseg_fast.cli import USER_ERRORS, at_least, fail
-from mseg_fast.errors import UserError
+from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
+from mseg_fast.errors import SampleError, UserError
 from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_labels
 from mseg_fast.evaluation.protocol import plan_evaluation
 from mseg_fast.evaluation.run import model_info
 from mseg_fast.models.load import load_model
+from mseg_fast.shards.codecs import probe_image
 from mseg_fast.taxonomy import read_master_tsv, universal_names
 from mseg_fast.viz import with_legend, write_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def frames(args: argparse.Namespace):
-    """(name, RGB image) of every input."""
-    paths = list(args.images)
+def inputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(output name, path) of every input image, checked before any work: a folder's images keep their
+    sub-folders under --out (two `0001.jpg` in different folders stay two predictions), given paths their stem;
+    two inputs that would write the same files are refused, not overwritten."""
+    named = [(path.stem, path) for path in args.images]
     if args.folder:
-        paths += sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
-    for path in paths:
-        image = cv2.imread(str(path))
-        if image is None:
-            raise UserError(f"{path}: not an image OpenCV can read")
-        yield path.stem, image[:, :, ::-1].copy()
+        if not args.folder.is_dir():
+            raise UserError(f"--folder {args.folder}: " + ("is a file; pass it without --folder, as an image path"
+                                                           if args.folder.is_file() else "no such folder"))
+        folder, out = args.folder.resolve(), args.out.resolve()
+        if out == folder or folder in out.parents:
+            raise UserError(f"--out {args.out} is inside --folder {args.folder}: a rerun would predict its own "
+                            f"outputs; write them somewhere else")
+        found = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        if not found:
+            raise UserError(f"--folder {args.folder}: no images ({', '.join(IMAGE_EXTS)}) in it or its sub-folders")
+        named += [(p.relative_to(args.folder).with_suffix("").as_posix(), p) for p in found]
+    first: dict[str, Path] = {}
+    for name, path in named:
+        if name in first:
+            raise UserError(f"{first[name]} and {path} would both be written as {args.out / name}_gray.png: rename "
+                            f"one, or put them in sub-folders of one --folder")
+        first[name] = path
+    for _, path in named:
+        if not path.is_file():
+            raise UserError(f"{path}: no such image file")
+    return named
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An input as RGB, a truncated or corrupt JPEG or PNG refused (OpenCV would fill the missing part grey)."""
+    if path.suffix.lower() != ".bmp":
+        try:
+            probe_image(path.read_bytes(), str(path))
+        except SampleError as error:
+            raise UserError(f"{path}: {error.problem}; re-download or re-export it, or leave it out") from None
+    image = cv2.imread(str(path))
+    if image is None:
+        raise UserError(f"{path}: not an image OpenCV can read")
+    return image[:, :, ::-1].copy()
+
+
+def frames(args: argparse.Namespace, named: list[tuple[str, Path]]):
+    """(name, RGB image) of every input."""
+    for name, path in named:
+        yield name, read_image(path)
     if args.video:
         capture = cv2.VideoCapture(str(args.video))
         if not capture.isOpened():
@@ -63,15 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--taxonomy", help="project onto this dataset's classes (a test set, e.g. camvid-11)")
     parser.add_argument("--base-size", type=at_least(1), default=720)
     parser.add_argument("--scales", choices=("ss", "ms"), default="ss")
-    parser.add_argument("--crop", type=at_least(1), default=713)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--crop", type=at_least(32), default=713, help="window (MSeg's 713; at least 32)")
+    parser.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--mseg-api", help="mseg-api checkout (class names, TSV)")
     args = parser.parse_args(argv)
     try:
         if not (args.images or args.folder or args.video):
             raise UserError("nothing to predict: give image paths, --folder DIR or --video FILE")
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {args.device}: no CUDA device is available; use --device cpu")
+        if args.video and not args.video.is_file():
+            raise UserError(f"--video {args.video}: no such file")
+        named = inputs(args)
         device = torch.device(args.device)
         model = load_model(args.model).to(device)
         info, api_root = model_info(args.model, model.num_classes), find_mseg_api(args.mseg_api)
@@ -85,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise UserError(f"a {info.taxonomy} model's classes need a name: pass --taxonomy DATASET")
         spec = InferenceSpec(args.base_size, MULTI_SCALE if args.scales == "ms" else (1.0,), args.crop)
-        args.out.mkdir(parents=True, exist_ok=True)
         print(f"{args.model}: {info.taxonomy} model -> {args.taxonomy or 'universal'} ({len(names)} classes) on {device}",
               flush=True)
         start, count = time.perf_counter(), 0
-        for name, image in frames(args):
+        for name, image in frames(args, named):
             label = predict_labels(model, [torch.from_numpy(image).to(device)], spec, projection)[0].cpu().numpy()
+            (args.out / name).parent.mkdir(parents=True, exist_ok=True)  # at the first write: refusals leave nothing
             write_image(args.out / f"{name}_gray.png", label.astype(np.uint8 if len(names) <= 256 else np.uint16))
             write_image(args.out / f"{name}_overlay.jpg", with_legend(image, label, tuple(names))[:, :, ::-1])
             count += 1

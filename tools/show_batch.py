@@ -19,7 +19,7 @@ import numpy as np
 from mseg_fast.config import load_config
 from mseg_fast.data.geometry import describe
 from mseg_fast.data.shardset import ShardSet
-from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
 from mseg_fast.loader import augment_of, choose_backend, sample_crops
 from mseg_fast.viz import denormalize, grid, write_image
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", help="shard root (overrides the config's `shards`)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the pictures")
     parser.add_argument("--n", type=at_least(1), default=16, help="how many crops")
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda[:N] to run the DALI GPU graph")
+    parser.add_argument("--device", type=device_arg, default="cpu", help="cpu, or cuda[:N] to run the DALI GPU graph")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)  # key=value may come before or after the options
     try:

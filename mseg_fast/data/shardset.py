@@ -51,6 +51,9 @@ class ShardSet:
             present = ", ".join(manifest.get("splits", {})) or "none"
             raise UserError(f"{path} has no split '{split}' (it has {present}); shard it with --split {split}")
         entry = manifest["splits"][split]
+        if not entry.get("samples"):
+            raise UserError(f"{path}: split '{split}' holds no samples (its list was empty, or --skip-bad left every "
+                            f"sample out); shard a list with samples, or leave {dataset} out")
         components = entry["components"]
         shardset = cls(dataset, split, tuple(str(directory / s["file"]) for s in entry["shards"]),
                        tuple(str(directory / s["index"]) for s in entry["shards"]), components["image"],

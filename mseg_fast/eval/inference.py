@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from mseg_fast.constants import IMAGENET_MEAN, IMAGENET_STD
+from mseg_fast.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -227,10 +229,45 @@ def _chunked_argmax(maps: list[torch.Tensor], size: tuple[int, int], class_chunk
     return label
 
 
+def free_bytes(device: torch.device) -> int | None:
+    """Memory the process may still take on `device` (the GPU's free memory; the host's MemAvailable), or None
+    where the system does not say."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits(images: list[torch.Tensor], spec: InferenceSpec, classes: int) -> None:
+    """Refuse, before any work, images whose class maps at the largest scale cannot fit in memory (a
+    20000-pixel base size, or a 10000 x 10 panorama whose short side becomes the base size), naming the image
+    size and the largest base size that fits, instead of an allocator's traceback after minutes of windows."""
+    available = free_bytes(images[0].device)
+    if available is None:
+        return
+    need = 0
+    for image in images:
+        height, width = resized_size(image.shape[0], image.shape[1], round(max(spec.scales) * spec.base_size))
+        need += 4 * (classes + 4) * max(height, spec.crop) * max(width, spec.crop)  # maps, counts, image
+    if need > available:
+        fits = int(spec.base_size * math.sqrt(available / need) * 0.9)
+        shapes = ", ".join(sorted({f"{i.shape[0]}x{i.shape[1]}" for i in images}))
+        raise UserError(f"base size {spec.base_size} on images of {shapes} (height x width) needs "
+                        f"{need / 2**30:.1f} GiB for its {classes} class maps and {images[0].device} has "
+                        f"{available / 2**30:.1f} GiB free: pass a base size of at most {max(fits, 1)}, fewer images "
+                        f"per batch, or resize very long images first")
+
+
 def predict_labels(model, images: list[torch.Tensor], spec: InferenceSpec,
                    projection: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The argmax of `predict_probabilities` (H x W int64 per image), without its K full-size maps: 194
     probability maps of a 1080p photo are 1.6 GB of floats, and resizing them took most of an image's time
     outside the network on a CPU."""
+    check_fits(images, spec, projection.shape[0] if projection is not None else getattr(model, "num_classes", 1))
     return [resized_argmax(m, tuple(image.shape[:2])) for m, image in zip(scale_maps(model, images, spec, projection),
                                                                          images)]

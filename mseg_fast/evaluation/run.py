@@ -5,13 +5,15 @@ classes map onto the evaluation classes; for each base size, every val image goe
 core (windows of several images batched on the device), the argmax is scored into a dataset-wide
 confusion matrix, and `<out>/<folder>/<base>/<ss|ms>/` gets results.txt (MSeg's format), results.json
 (per-class IoU and accuracy by name, the confusion matrix, the share of time in inference) and a confusion
-picture; `gray/<name>.png` with
-`save_predictions`. A finished (dataset, base size) whose results.json was made by the same model file
-and settings is reused; saved predictions are reused image by image (a killed run continues).
+picture; `gray/<shard key>.png` with `save_predictions`. A finished (dataset, base size) whose
+results.json was made from the same model file, settings, shards and evaluation plan (classes, projection,
+protocol) is reused; predictions saved by an earlier, killed run with that fingerprint are reused image
+by image (a killed run continues).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from mseg_fast.atomic import write_atomic
+from mseg_fast.atomic import write_atomic, write_set
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.data.torch_loader import SampleReader, val_range, worker_init
 from mseg_fast.errors import UserError
@@ -34,7 +36,7 @@ from mseg_fast.eval.mseg_metrics import harmonic_mean, mseg_counts, mseg_scores,
 from mseg_fast.eval.validate import confusion_picture
 from mseg_fast.evaluation.protocol import EvalPlan
 from mseg_fast.models.load import read_weights_file
-from mseg_fast.viz import write_image
+from mseg_fast.viz import encode_image, write_image
 
 NAIVE_CLASSES = 316
 
@@ -66,16 +68,14 @@ def model_info(path: Path, num_classes: int, universal_classes: int = 194) -> Mo
                      "mseg" in name and "unrelabeled" not in name)
 
 
-def prediction_name(dataset: str, image: str) -> str:
-    """MSeg's prediction file name: the image's stem; for ScanNet, whose stems repeat, the last four path
-    components joined by '_' (§7.1)."""
-    parts = Path(image).with_suffix("").parts
-    return "_".join(parts[-4:]) if "scannet" in dataset else parts[-1]
-
-
 class _ValImages(Dataset):
     """Val samples as (HWC uint8 RGB image, label to score against, relabeled label or None, prediction
-    name), decoded in loader workers."""
+    name), decoded in loader workers.
+
+    A prediction is named by its sample's shard key (its line in the val list, then the image's stem, e.g.
+    `00000017_009742_leftImg8bit`), unique within a dataset. MSeg named them by the stem alone, which
+    repeats (ScanNet; two pairs of idd-39's val images): two images then shared one saved prediction.
+    """
 
     def __init__(self, shardset: ShardSet, indices: range, relabeled: bool):
         self.reader = SampleReader(shardset)
@@ -94,7 +94,7 @@ class _ValImages(Dataset):
         else:
             (image, label, meta), relabeled = self.reader.decoded(index), None
         return (torch.from_numpy(image), torch.from_numpy(label.astype(np.int64)), relabeled,
-                prediction_name(self.dataset, meta.get("image", str(index))))
+                self.reader.table[index][1])
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,21 @@ class EvalSettings:
         return InferenceSpec(base_size, MULTI_SCALE if self.scales == "ms" else (1.0,), self.crop, self.window_batch)
 
 
-def _fingerprint(model_path: Path, settings: EvalSettings, base_size: int, shards: list[str]) -> dict:
+def plan_digest(plan: EvalPlan) -> str:
+    """sha256 of everything in a plan that changes a number: the evaluation classes (names and order), the
+    projection onto them (so the TSV it came from), the excluded classes and the protocol."""
+    digest = hashlib.sha256(json.dumps([plan.dataset, plan.combination, plan.label_taxonomy, list(plan.class_names),
+                                        list(plan.excluded), plan.relabeled]).encode())
+    if plan.projection is not None:
+        digest.update(np.ascontiguousarray(plan.projection, np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _fingerprint(model_path: Path, settings: EvalSettings, base_size: int, shards: list[str], plan: EvalPlan) -> dict:
     stat = model_path.stat()
     return {"model": str(model_path.resolve()), "model_bytes": stat.st_size, "model_mtime_ns": stat.st_mtime_ns,
-            "scales": settings.scales, "crop": settings.crop, "base_size": base_size, "shards": shards}
+            "scales": settings.scales, "crop": settings.crop, "base_size": base_size, "shards": shards,
+            "plan": plan_digest(plan)}
 
 
 def _claim_predictions(gray: Path, fingerprint: dict, log: Callable[[str], None]) -> None:
@@ -130,8 +141,27 @@ def _claim_predictions(gray: Path, fingerprint: dict, log: Callable[[str], None]
             log(f"{gray}: removing {len(stale)} predictions made by another model file or other settings")
             for path in stale:
                 path.unlink(missing_ok=True)
-    gray.mkdir(exist_ok=True)
+    gray.mkdir(parents=True, exist_ok=True)
     write_atomic(marker, json.dumps(fingerprint, indent=1).encode())
+
+
+def _read_saved(path: Path, label: torch.Tensor, classes: int) -> torch.Tensor | None:
+    """A saved prediction, or None when it is damaged (truncated, another size, ids beyond the classes): it
+    is then predicted again rather than scored or trusted."""
+    prediction = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if prediction is None or prediction.shape != tuple(label.shape) or int(prediction.max()) >= classes:
+        return None
+    return torch.from_numpy(prediction.astype(np.int64))
+
+
+def _results_complete(out_dir: Path, fingerprint: dict) -> dict | None:
+    """The results.json of a finished run with this fingerprint whose set of files is whole, else None."""
+    try:
+        previous = json.loads((out_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    whole = all((out_dir / name).is_file() for name in ("results.txt", "confusion.png"))
+    return previous if whole and isinstance(previous, dict) and previous.get("made_from") == fingerprint else None
 
 
 def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, base_size: int, settings: EvalSettings,
@@ -142,20 +172,20 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
     With several ranks (torchrun), each scores its contiguous part of the val images, each image exactly
     once, the confusion matrices are summed, and rank 0 writes the results.
     """
-    fingerprint = _fingerprint(model_path, settings, base_size, list(shardset.sha256s))
-    record_path = out_dir / "results.json"
-    if record_path.is_file():
-        previous = json.loads(record_path.read_text())
-        if previous.get("made_from") == fingerprint:
-            log(f"{plan.dataset} base {base_size} {settings.scales}: reusing {record_path}")
-            return previous
+    fingerprint = _fingerprint(model_path, settings, base_size, list(shardset.sha256s), plan)
+    previous = _results_complete(out_dir, fingerprint)
+    if previous is not None:
+        log(f"{plan.dataset} base {base_size} {settings.scales}: reusing {out_dir / 'results.json'}")
+        return previous
     gray = out_dir / "gray"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    saved_before: set[str] = set()
     if settings.save_predictions:
         if rank == 0:
             _claim_predictions(gray, fingerprint, log)
         if world_size > 1:
             dist.barrier()  # no rank writes a prediction before stale ones are gone
+        # Only files an earlier run left are reused: a file this run wrote is never read back as another image's.
+        saved_before = {path.stem for path in gray.glob("*.png")}
     projection = torch.from_numpy(plan.projection).to(device) if plan.projection is not None else None
     spec = settings.spec(base_size)
     classes = len(plan.class_names)
@@ -176,14 +206,21 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
                         multiprocessing_context="forkserver" if settings.workers else None)
     done, start, forward_seconds = 0, time.perf_counter(), 0.0
     reused = torch.zeros((), dtype=torch.int64, device=device)
+    damaged = 0
     for batch in loader:
         # Predictions saved by an earlier, killed run are scored from their files, not computed again.
-        saved = {name for *_, name in batch if settings.save_predictions and (gray / f"{name}.png").is_file()}
-        reused += len(saved)
-        for _, label, relabeled, name in (item for item in batch if item[-1] in saved):
-            prediction = torch.from_numpy(cv2.imread(str(gray / f"{name}.png"), cv2.IMREAD_UNCHANGED))
-            score(prediction.to(device).long(), label, relabeled)
-        todo = [item for item in batch if item[-1] not in saved]
+        todo = []
+        for item in batch:
+            _, label, relabeled, name = item
+            was_saved = name in saved_before
+            saved_before.discard(name)
+            prediction = _read_saved(gray / f"{name}.png", label, classes) if was_saved else None
+            if prediction is None:
+                damaged += was_saved
+                todo.append(item)
+                continue
+            reused += 1
+            score(prediction.to(device), label, relabeled)
         if todo:
             tick = time.perf_counter()
             predictions = predict_labels(model, [item[0].to(device) for item in todo], spec, projection)
@@ -196,6 +233,8 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
         seconds = time.perf_counter() - start
         log(f"{plan.dataset} base {base_size} {settings.scales}: {done}/{len(loader.dataset)} images of rank {rank}, "
             f"{done / seconds:.2f} images/s, eta {(len(loader.dataset) - done) * seconds / done:.0f} s")
+    if damaged:
+        log(f"{gray}: {damaged} saved predictions were damaged (truncated, another size); predicted them again")
     if world_size > 1:
         dist.all_reduce(matrix)
         dist.all_reduce(missed)
@@ -212,9 +251,12 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
               "protocol": "relabeled" if plan.relabeled else "unrelabeled" if plan.combination == "universal" else None,
               "made_from": fingerprint, "confusion": matrix.cpu().tolist(), "voided": missed.cpu().tolist()}
     if rank == 0:
-        write_atomic(out_dir / "results.txt", results_txt(scores, plan.class_names).encode())
-        write_image(out_dir / "confusion.png", confusion_picture(matrix.cpu(), kept, plan.class_names))
-        write_atomic(record_path, json.dumps(record, indent=1).encode())
+        out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves no empty folders
+        # One set: results.json, which marks it finished and reusable, is renamed into place last.
+        write_set({out_dir / "results.txt": results_txt(scores, plan.class_names).encode(),
+                   out_dir / "confusion.png": encode_image(out_dir / "confusion.png",
+                                                           confusion_picture(matrix.cpu(), kept, plan.class_names)),
+                   out_dir / "results.json": json.dumps(record, indent=1).encode()})
     return record
 
 
@@ -235,9 +277,10 @@ def summarize(records: list[dict], datasets: list[str], out: Path) -> list[str]:
         lines.append(f"| {dataset} | " + " | ".join(cells) + f" | {best[dataset]:.1f} |")
     lines.append(f"harmonic mean of the max column: {mean:.1f}" if mean is not None else
                  "harmonic mean: not defined (a result is missing or 0)")
-    write_atomic(out / "summary.md", ("\n".join(lines) + "\n").encode())
-    write_atomic(out / "summary.json", json.dumps({"max_miou": best, "by_base_size": by_base,
-                                                   "harmonic_mean": mean}, indent=1).encode())
+    out.mkdir(parents=True, exist_ok=True)
+    write_set({out / "summary.md": ("\n".join(lines) + "\n").encode(),
+               out / "summary.json": json.dumps({"max_miou": best, "by_base_size": by_base,
+                                                 "harmonic_mean": mean}, indent=1).encode()})
     return lines
 
 

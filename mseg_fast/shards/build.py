@@ -63,6 +63,7 @@ class BuildSummary:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     dropped_splits: list[str] = field(default_factory=list)
     duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, line it repeats) of repeated pairs
+    list_name: str = ""  # the list file the line numbers refer to
 
 
 def _run(todo: list[ShardPlan], directory: Path, split: str, options: ConvertOptions, skip_bad: bool,
@@ -202,7 +203,7 @@ def build_shards(entries: list[ListEntry], list_name: str, list_sha256: str, con
     summary.dropped_splits = manifest_io.update_split(directory, common_fields(convert.dataset, convert.target),
                                                       split, entry)
     summary.samples, summary.skipped = entry["samples"], len(entry["skipped"])
-    summary.duplicates = duplicates
+    summary.duplicates, summary.list_name = duplicates, list_name
     summary.bytes_written = sum(s["bytes"] for s in entry["shards"])
     summary.seconds = time.perf_counter() - started
     return summary

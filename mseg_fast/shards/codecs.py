@@ -83,6 +83,14 @@ def decode_label(data: bytes, path: str) -> np.ndarray:
         SampleError: not a greyscale image, or undecodable.
     """
     header = _png_header(data)
+    if header is None:
+        # A lossy label (a JPEG saved as .png, or .jpg) decodes to ids near the true ones: wrong classes on
+        # region borders, some inside the class range, which no range check catches. Only PNG is lossless here.
+        kind = "a JPEG" if data[:3] == b"\xff\xd8\xff" else "not a PNG"
+        raise SampleError(path, f"label is {kind}; labels must be lossless PNG (a lossy format changes class ids "
+                                f"at region borders)",
+                          "Regenerate the label as PNG from its source (mseg-api's scripts write PNG), or pass "
+                          "--skip-bad.")
     # Greyscale of 1, 2 or 4 bits would come back rescaled (e.g. 1 -> 255), so only 8 and 16.
     if header is not None and (header[1] != 0 or header[0] not in (8, 16)):
         raise SampleError(

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from mseg_fast.constants import IGNORE_LABEL
-from mseg_fast.errors import SampleError
+from mseg_fast.errors import SampleError, os_hint
 from mseg_fast.shards import codecs
 from mseg_fast.targets import Target
 from mseg_fast.taxonomy import UNMAPPED
@@ -88,6 +88,9 @@ def _read(path: Path, what: str, line_no: int) -> bytes:
             str(path), f"{what} file does not exist (list line {line_no})",
             "Check --data-root and the list file, or pass --skip-bad to leave the sample out.",
         ) from None
+    except OSError as error:  # a loop of links, no permission, a disk's read error: the file exists but is unusable
+        raise SampleError(str(path), f"{what} file cannot be read: {error.strerror or error} (list line {line_no})",
+                          f"{os_hint(error.errno).capitalize()}, or pass --skip-bad to leave the sample out.") from None
 
 
 def _histogram(label: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ def print_summary(summary: BuildSummary) -> None:
         print(f"  skipped samples are listed in {summary.directory / MANIFEST} under splits.{summary.split}.skipped")
     if summary.duplicates:
         examples = ", ".join(f"line {line} repeats line {first}" for line, first in summary.duplicates[:3])
-        print(f"warning: {len(summary.duplicates)} list lines name an image/label pair already listed ({examples}); "
+        print(f"warning: {summary.directory.name} {summary.split} list {summary.list_name}: {len(summary.duplicates)} "
+              f"lines name an image/label pair already listed ({examples}); "
               f"each is sharded as often as it is listed (manifest: splits.{summary.split}.duplicate_pairs)",
               file=sys.stderr)
     for split in summary.dropped_splits:

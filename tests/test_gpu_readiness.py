@@ -78,7 +78,7 @@ def test_tools_refuse_cuda_without_a_gpu(demo_shards, tmp_path):
         pytest.skip("this machine has CUDA")
     for tool, extra in (("show_batch.py", ["--out", str(tmp_path / "show")]), ("bench_loader.py", ["--iters", "1"])):
         result = run_tool(tool, CONFIG, "--shards", str(demo_shards), "--device", "cuda", "loader=dali", *extra)
-        assert result.returncode == 2 and "error: device cuda: no CUDA device" in result.stderr, result.stderr
+        assert result.returncode == 2 and "'cuda': no CUDA device is available" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
 
 

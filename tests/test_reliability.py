@@ -137,6 +137,20 @@ def test_verify_shards_catches_a_jpeg_that_decodes_wrongly(demo_shards, tmp_path
     one_error_line(train(shards, tmp_path / "run", *SHORT, "verify_shards=True"), str(tar), "sha256")
 
 
+def test_a_split_with_no_samples_is_refused_when_opened(demo_shards, tmp_path):
+    """(It was a ZeroDivisionError in the trainer.)"""
+    from mseg_fast.data.shardset import ShardSet
+    from mseg_fast.errors import UserError
+
+    copy = tmp_path / "universal" / "demo-rooms"
+    shutil.copytree(demo_shards / "universal" / "demo-rooms", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["splits"]["train"].update(samples=0, shards=[])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="split 'train' holds no samples"):
+        ShardSet.open(tmp_path, "universal", "demo-rooms", "train")
+
+
 def test_a_damaged_manifest_is_one_line(demo_shards, tmp_path):
     shards = copy_shards(demo_shards, tmp_path)
     manifest = shards / "universal" / "demo-rooms" / "manifest.json"

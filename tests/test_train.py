@@ -158,6 +158,10 @@ def test_torchrun_two_ranks_agree_with_one_process(demo_shards, tmp_path):
 def test_bad_config_and_foreign_checkpoint_are_refused(demo_shards, tmp_path):
     bad = train(demo_shards, tmp_path / "run", "base_lrr=0.1")
     assert bad.returncode == 2 and "unknown config key 'base_lrr'. Did you mean base_lr" in bad.stderr
+    # The validation split is checked before training, not found missing at the first validation.
+    no_val = train(demo_shards, tmp_path / "no-val", "val_every=50", "val_split=test")
+    assert no_val.returncode == 2 and "has no split 'test' (it has train, val)" in no_val.stderr, no_val.stderr
+    assert not (tmp_path / "no-val").exists()
     assert train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "val_every=0").returncode == 0
     foreign = train(demo_shards, tmp_path / "run", "max_iters=4", "universal=False", "dataset=[demo-fields]",
                     "--resume", "auto")

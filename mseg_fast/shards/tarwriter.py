@@ -14,7 +14,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from mseg_fast.atomic import fsync_and_rename, tmp_name
+from mseg_fast.atomic import fsync_and_rename, named, tmp_name, write_atomic
 
 INDEX_VERSION = "v1.2"
 _TAR_BLOCK = 512
@@ -46,7 +46,10 @@ class ShardWriter:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             data_offset = self._tar.offset + _TAR_BLOCK  # ustar: one 512-byte header per member
-            self._tar.addfile(info, io.BytesIO(data))
+            try:
+                self._tar.addfile(info, io.BytesIO(data))
+            except OSError as error:  # a full disk: the error line names the shard, so the disk
+                raise named(error, self.tar_path) from None
             fields.append(f"{ext} {data_offset} {len(data)} {info.name}")
         self._index_lines.append(" ".join(fields))
 
@@ -56,13 +59,13 @@ class ShardWriter:
         Returns:
             The shard's sha256 and its size in bytes.
         """
-        self._tar.close()
-        self._file.close()
-        tmp_idx = tmp_name(self.idx_path)
+        try:
+            self._tar.close()
+            self._file.close()
+        except OSError as error:
+            raise named(error, self.tar_path) from None
         index = f"{INDEX_VERSION} {len(self._index_lines)}\n" + "".join(line + "\n" for line in self._index_lines)
-        with open(tmp_idx, "w", encoding="utf-8") as handle:
-            handle.write(index)
-        fsync_and_rename(tmp_idx, self.idx_path)
+        write_atomic(self.idx_path, index.encode())
         fsync_and_rename(self._tmp_tar, self.tar_path)
         return file_sha256(self.tar_path), self.tar_path.stat().st_size
 

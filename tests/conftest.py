@@ -66,3 +66,38 @@ def demo_shards(demo_tree, tmp_path_factory) -> Path:
             run_tool("shard.py", "--dataset", dataset.name, "--split", split, "--samples-per-shard", "4",
                      "--workers", "1", *demo_args(demo_tree, out), check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def pinned_two_ranks(demo_shards, tmp_path_factory) -> Path:
+    """One torchrun run of 2 gloo ranks, 3 iterations, pinned augmentation: the reference that one process
+    (test_train) and two nodes of one rank each (test_ranks) are compared with. Read-only for tests."""
+    import subprocess
+    import sys
+
+    from helpers import TINY, pinned_args
+
+    run = tmp_path_factory.mktemp("pinned_two_ranks") / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+               str(REPO / "train.py"), TINY, f"shards={demo_shards}", f"save_path={run}", *pinned_args()]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "global batch 6 (2 ranks)" in result.stdout
+    return run
+
+
+@pytest.fixture(scope="session")
+def short_run(demo_shards, tmp_path_factory) -> Path:
+    """train.py for 2 iterations with a checkpoint at each: the run that refusal, resume and export tests start
+    from. Tests copy it (shutil.copytree) before changing anything."""
+    import subprocess
+    import sys
+
+    from helpers import TINY
+
+    run = tmp_path_factory.mktemp("short_run") / "run"
+    command = [sys.executable, str(REPO / "train.py"), TINY, f"shards={demo_shards}", f"save_path={run}",
+               "max_iters=2", "save_every=1", "print_freq=1", "val_every=0"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return run

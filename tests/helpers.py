@@ -7,6 +7,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+TINY = str(REPO / "config" / "demo" / "train-tiny.yaml")
+# Pinned augmentation: every backend and rank layout produces the same crops.
+PINNED = ["scale_min=1", "scale_max=1", "rotate_prob=0", "flip_prob=0", "blur_prob=0", "crop_type=center"]
+
+
+def pinned_args() -> list[str]:
+    """The shared pinned run's settings (conftest's pinned_two_ranks): 3 iterations, pinned augmentation."""
+    return ["max_iters=3", "save_every=3", "print_freq=1", "base_lr=0.01", "val_every=0", *PINNED]
 
 
 def run_tool(*args: str, check: bool = False) -> subprocess.CompletedProcess:

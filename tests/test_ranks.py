@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import REPO
+from helpers import REPO, pinned_args
 from leftovers import MarkedRun, read_until, trainer_of_rank
 from mseg_fast.config import load_config
 from mseg_fast.data.batch import Batch
@@ -129,8 +129,9 @@ def test_mgda_names_the_dataset_and_iteration_of_a_non_finite_gradient(demo_shar
 
 def test_ccsa_on_two_ranks_draws_per_rank_and_resumes_exactly_after_kill_9(demo_shards, tmp_path):
     """Each rank draws its own CCSA pairs (its own generator state); a rank killed with -9 under
-    --max-restarts restarts the group from the last checkpoint, and the run ends with the weights of an
-    uninterrupted one (every rank's generators and the loader's stream restored)."""
+    --max-restarts (c10d rendezvous, as elastic jobs run) restarts the group from the last checkpoint, the
+    run ends with the weights of an uninterrupted one (every rank's generators and the loader's stream
+    restored), and no process or shared-memory entry of the killed group outlives the run."""
     args = [CONFIG, f"shards={demo_shards}", "max_iters=6", "save_every=2", "print_freq=1", "val_every=0",
             "use_ccsa=True", "batch_size=12", "workers=1"]
     straight = torchrun(2, 29584, str(REPO / "train.py"), *args, f"save_path={tmp_path / 'straight'}")
@@ -142,7 +143,9 @@ def test_ccsa_on_two_ranks_draws_per_rank_and_resumes_exactly_after_kill_9(demo_
 
     run = MarkedRun(tmp_path)
     process = run.start([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
-                         "--master_port", "29585", "--log-dir", str(tmp_path / "torchelastic"), str(REPO / "train.py"),
+                         "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:29585",
+                         # torchrun's own record of attempts, kept by design; by default a new folder in /tmp.
+                         "--log-dir", str(tmp_path / "torchelastic"), str(REPO / "train.py"),
                          *args, f"save_path={tmp_path / 'killed'}", "--resume", "auto"])
     output = read_until(process, "iter 3/6")  # past the checkpoint of iteration 2
     os.kill(trainer_of_rank(run.mark, 1), signal.SIGKILL)
@@ -156,13 +159,11 @@ def test_ccsa_on_two_ranks_draws_per_rank_and_resumes_exactly_after_kill_9(demo_
     run.assert_nothing_left()
 
 
-def test_two_nodes_on_this_machine_train_as_one_node_with_two_ranks(demo_shards, tmp_path):
+def test_two_nodes_on_this_machine_train_as_one_node_with_two_ranks(demo_shards, pinned_two_ranks, tmp_path):
     """`torchrun --nnodes 2` (one process each, rendezvous on 127.0.0.1): ranks by node, shards split by global
-    rank, one writer of logs and checkpoints, and exactly the weights of one node with two ranks."""
-    args = [CONFIG, f"shards={demo_shards}", "max_iters=3", "save_every=3", "print_freq=1", "val_every=0",
-            "scale_min=1", "scale_max=1", "rotate_prob=0", "flip_prob=0", "blur_prob=0", "crop_type=center"]
-    one = torchrun(2, 29591, str(REPO / "train.py"), *args, f"save_path={tmp_path / 'one'}")
-    assert one.returncode == 0, one.stdout + one.stderr
+    rank, one writer of logs and checkpoints, and exactly the weights of one node with two ranks (the shared
+    pinned run)."""
+    args = [CONFIG, f"shards={demo_shards}", *pinned_args()]
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
                                "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", "29592",
                                str(REPO / "train.py"), *args, f"save_path={tmp_path / 'two'}"],
@@ -172,7 +173,7 @@ def test_two_nodes_on_this_machine_train_as_one_node_with_two_ranks(demo_shards,
     assert "global batch 6 (2 ranks)" in outputs[0][0] and "iter" not in outputs[1][0], "rank 0 alone logs"
     log = (tmp_path / "two" / "train.log").read_text()
     assert log.count("iter 3/3 ") == 1 and log.count("checkpoint ") == 1, "one writer of logs and checkpoints"
-    a, b = final_weights(tmp_path / "one")["model"], final_weights(tmp_path / "two")["model"]
+    a, b = final_weights(pinned_two_ranks)["model"], final_weights(tmp_path / "two")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a), "two nodes train exactly as one node with two ranks"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,14 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import REPO, pinned_args
 from leftovers import MarkedRun
 from mseg_fast.models.factory import build_model
 from mseg_fast.train.objective import build_optimizer, derive_max_iters, per_dataset_loss, poly_lr
 
 CONFIG = str(REPO / "config" / "demo" / "train-tiny.yaml")
-# Pinned augmentation: every backend and rank layout produces the same crops.
-PINNED = ["scale_min=1", "scale_max=1", "rotate_prob=0", "flip_prob=0", "blur_prob=0", "crop_type=center"]
 
 
 def train(shards: Path, run: Path, *extra: str, wait: bool = True):
@@ -131,16 +130,10 @@ def test_sigterm_saves_and_exits_cleanly(demo_shards, tmp_path):
     assert 2 <= final_weights(run)["iteration"] < 200
 
 
-def test_torchrun_two_ranks_agree_with_one_process(demo_shards, tmp_path):
-    args = ["max_iters=3", "save_every=3", "base_lr=0.01", "val_every=0", *PINNED]
-    single = train(demo_shards, tmp_path / "one", *args)
+def test_torchrun_two_ranks_agree_with_one_process(demo_shards, pinned_two_ranks, tmp_path):
+    single = train(demo_shards, tmp_path / "one", *pinned_args())
     assert single.returncode == 0, single.stdout + single.stderr
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-               str(REPO / "train.py"), CONFIG, f"shards={demo_shards}", f"save_path={tmp_path / 'two'}", *args]
-    double = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert double.returncode == 0, double.stdout + double.stderr
-    assert "global batch 6 (2 ranks)" in double.stdout
-    a, b = final_weights(tmp_path / "one")["model"], final_weights(tmp_path / "two")["model"]
+    a, b = final_weights(tmp_path / "one")["model"], final_weights(pinned_two_ranks)["model"]
     torch.manual_seed(0)  # train.py's initialisation (manual_seed 0)
     init = build_model("hrnet_w18", 16).state_dict()
     params = [k for k in a if a[k].is_floating_point() and "running" not in k]
@@ -155,14 +148,14 @@ def test_torchrun_two_ranks_agree_with_one_process(demo_shards, tmp_path):
     assert float((running_a - running_b).norm() / running_a.norm()) < 1e-3
 
 
-def test_bad_config_and_foreign_checkpoint_are_refused(demo_shards, tmp_path):
+def test_bad_config_and_foreign_checkpoint_are_refused(demo_shards, short_run, tmp_path):
     bad = train(demo_shards, tmp_path / "run", "base_lrr=0.1")
     assert bad.returncode == 2 and "unknown config key 'base_lrr'. Did you mean base_lr" in bad.stderr
     # The validation split is checked before training, not found missing at the first validation.
     no_val = train(demo_shards, tmp_path / "no-val", "val_every=50", "val_split=test")
     assert no_val.returncode == 2 and "has no split 'test' (it has train, val)" in no_val.stderr, no_val.stderr
     assert not (tmp_path / "no-val").exists()
-    assert train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "val_every=0").returncode == 0
+    shutil.copytree(short_run, tmp_path / "run")  # 2 iterations, a checkpoint at each
     foreign = train(demo_shards, tmp_path / "run", "max_iters=4", "universal=False", "dataset=[demo-fields]",
                     "--resume", "auto")
     assert foreign.returncode == 2
@@ -187,19 +180,8 @@ def test_non_finite_loss_stops_naming_the_iteration(demo_shards, tmp_path):
     assert result.returncode == 3 and re.search(r"non-finite loss \(\w+\) at iteration \d+", result.stderr)
 
 
-def test_weights_only_export_loads(demo_shards, tmp_path):
-    assert train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "val_every=0").returncode == 0
-    source = tmp_path / "run" / "checkpoints" / "iter_00000002.pth"
-    out = tmp_path / "release.pth"
-    result = subprocess.run([sys.executable, str(REPO / "tools" / "export_weights.py"), str(source), str(out)],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert out.stat().st_size < 0.6 * source.stat().st_size  # no optimiser momentum
-    import mseg_fast
-
-    model = mseg_fast.load_model(out)
-    trained = torch.load(source, weights_only=True)["model"]
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
+# The weights-only export (size, strict load, equal weights): test_reliability's
+# test_damaged_and_release_files_are_one_line, on the shared short run.
 
 
 def test_mgda_training_runs_and_logs_scales(demo_shards, tmp_path):
@@ -210,19 +192,16 @@ def test_mgda_training_runs_and_logs_scales(demo_shards, tmp_path):
     assert len(scales) == 2 and all(abs(sum(map(float, s)) - 1) < 0.01 for s in scales)
 
 
-def test_channels_last_runs(demo_shards, tmp_path):
-    result = train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "val_every=0", "channels_last=True")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert final_weights(tmp_path / "run")["iteration"] == 2
+# channels_last: test_compile_runs trains with it (as gpu_check's step/bf16-channels_last-compile does).
 
 
 def test_compile_runs(demo_shards, tmp_path):
     """torch.compile in train.py: Dynamo and AOTAutograd trace HRNet's forward and backward (aot_eager runs the
     traced graphs without inductor's code generation, which takes about 3 minutes of C++ compiling on 2 cores
     with a cold cache; tools/gpu_check.py's step/bf16-channels_last-compile runs inductor on a GPU). The step
-    runs compiled, and the checkpoint holds the plain model's keys."""
+    runs compiled, in channels_last memory format, and the checkpoint holds the plain model's keys."""
     result = train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "print_freq=1", "val_every=0",
-                   "compile=True", "compile_backend=aot_eager")
+                   "compile=True", "compile_backend=aot_eager", "channels_last=True")
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(re.findall(r"iter \d/2 loss [0-9.]+ ", result.stdout)) == 2
     keys = final_weights(tmp_path / "run")["model"]

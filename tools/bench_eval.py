@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in result["runs"].items():
         print(f"{name:<11} {run['images_per_s']:>9} {100 * run['outside_forward_share']:>15.1f}% "
               f"{run['forward_calls']:>9} {run['miou']:>8}")
-    print(f"speed-up {result['speedup']}x; predictions agree on {100 * result['pixel_agreement']:.3f} % of pixels; "
-          f"mIoU differs by {result['miou_difference']} points")
+    print(f"speed-up {result['speedup']}x; predictions agree on {100 * result['pixel_agreement']:.3f} % of pixels "
+          f"(worst image {100 * result['worst_image_agreement']:.3f} %); mIoU differs by {result['miou_difference']} "
+          f"points")
     return 0
 
 

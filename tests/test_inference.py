@@ -230,7 +230,8 @@ def test_relabeled_protocol_on_msegs_coco_example(mseg_api, test_photos):
 @pytest.mark.parametrize("smooth", [True, False])
 def test_resized_argmax_equals_the_argmax_of_resized_maps(smooth):
     """Both paths: pixels whose four source pixels agree (smooth maps) and pixels decided by the K-class
-    weighted mean (noise: nearly every pixel), over two scales, in small chunks."""
+    weighted mean (noise: nearly every pixel), over two scales, in small chunks; against MSeg's resize (OpenCV's
+    INTER_LINEAR, channels last), not PyTorch's, whose float32 scale moves the source positions."""
     import torch.nn.functional as F
 
     from mseg_fast.eval.inference import resized_argmax
@@ -240,7 +241,13 @@ def test_resized_argmax_equals_the_argmax_of_resized_maps(smooth):
     if smooth:
         maps = [F.interpolate(m[None], scale_factor=4, mode="bilinear")[0] for m in maps]
     size = (37, 50)
-    expected = sum(F.interpolate(m[None], size=size, mode="bilinear", align_corners=False)[0] for m in maps).argmax(0)
+
+    def opencv(m: torch.Tensor) -> np.ndarray:
+        hwc = m.permute(1, 2, 0).numpy()
+        return np.concatenate([cv2.resize(np.ascontiguousarray(hwc[:, :, c:c + 3]), size[::-1],
+                                          interpolation=cv2.INTER_LINEAR) for c in range(0, hwc.shape[2], 3)], 2)
+
+    expected = torch.from_numpy(sum(opencv(m) for m in maps).argmax(-1))
     assert torch.equal(resized_argmax(maps, size, dense=1.0), expected)
     assert torch.equal(resized_argmax(maps, size, dense=0.0), expected)
 

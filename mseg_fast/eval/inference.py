@@ -136,8 +136,9 @@ def scale_maps(model, images: list[torch.Tensor], spec: InferenceSpec,
 
 
 def _at_size(maps: list[torch.Tensor], size: tuple[int, int], classes: slice) -> torch.Tensor:
-    """Mean over scales of the maps' `classes`, bilinearly resized to `size`."""
-    total = sum(F.interpolate(m[None, classes], size=size, mode="bilinear", align_corners=False)[0] for m in maps)
+    """Mean over scales of the maps' `classes`, bilinearly resized to `size` as OpenCV does (MSeg's resize)."""
+    total = sum(_resized(m[classes], _source_index(size[0], m.shape[1], m.device),
+                         _source_index(size[1], m.shape[2], m.device)) for m in maps)
     return total / len(maps)
 
 
@@ -149,13 +150,40 @@ def predict_probabilities(model, images: list[torch.Tensor], spec: InferenceSpec
 
 
 def _source_index(out_size: int, in_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per output row (or column) of a bilinear resize (align_corners=False, as F.interpolate and OpenCV): the
-    two source indices and the second one's weight."""
-    scale = torch.tensor(in_size / out_size, dtype=torch.float32)  # in float32, as PyTorch's kernel
-    source = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
-    first = source.long().clamp(max=in_size - 1)
+    """Per output row (or column) of OpenCV's bilinear resize (INTER_LINEAR, which MSeg's evaluation uses): the two
+    source indices and the second one's weight.
+
+    OpenCV's coefficients: the source position (d + 0.5) x scale - 0.5 in double, scale = 1 / (out / in),
+    rounded to float; its floor and the float remainder; weight 0 past either border. PyTorch's kernel takes
+    the scale in float32, which moves every position by up to ~1e-4 pixel on a 1080p image: enough to flip the
+    argmax of a few near-ties a megapixel, so the resize back is OpenCV's here, not F.interpolate's.
+    """
+    scale = 1.0 / (out_size / in_size)
+    source = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * scale - 0.5).float()
+    first = source.floor()
     weight = source - first
+    first = first.long()
+    outside = (first < 0) | (first >= in_size - 1)
+    weight[outside] = 0.0
+    first = first.clamp(0, in_size - 1)
     return first.to(device), (first + 1).clamp(max=in_size - 1).to(device), weight.to(device)
+
+
+def _bilinear(corners: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], wy: torch.Tensor,
+              wx: torch.Tensor) -> torch.Tensor:
+    """OpenCV's order of a bilinear value from its four source values (top-left, top-right, bottom-left,
+    bottom-right): each row across first, then the two rows down."""
+    top_left, top_right, bottom_left, bottom_right = corners
+    top = top_left * (1 - wx) + top_right * wx
+    bottom = bottom_left * (1 - wx) + bottom_right * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def _resized(m: torch.Tensor, rows, cols) -> torch.Tensor:
+    """K x h x w maps resized as OpenCV's INTER_LINEAR does (K x H x W), from _source_index's rows and columns."""
+    (y0, y1, wy), (x0, x1, wx) = rows, cols
+    upper, lower = m[:, y0], m[:, y1]
+    return _bilinear((upper[:, :, x0], upper[:, :, x1], lower[:, :, x0], lower[:, :, x1]), wy[:, None], wx[None, :])
 
 
 @torch.no_grad()
@@ -193,15 +221,18 @@ def resized_argmax(maps: list[torch.Tensor], size: tuple[int, int], dense: float
     for m, (y0, y1, wy), (x0, x1, wx) in zip(maps, rows, cols):
         r0, r1, c0, c1 = y0[py] * m.shape[2], y1[py] * m.shape[2], x0[px], x1[px]
         distinct, inverse = torch.unique(torch.stack([r0 + c0, r0 + c1, r1 + c0, r1 + c1], 1), return_inverse=True)
-        a, b = wy[py], wx[px]
         corners.append(inverse)
-        weights.append(torch.stack([(1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b], 1))
+        weights.append((wy[py], wx[px]))
         probs.append(m.reshape(m.shape[0], -1)[:, distinct].t().contiguous())
         top3.append(probs[-1].topk(3, dim=1))
+
+    def at(values_of_corner, w, extra_dims: int) -> torch.Tensor:
+        a, b = (t.view(-1, *([1] * extra_dims)) for t in w)
+        return _bilinear(tuple(values_of_corner(k) for k in range(4)), a, b)
+
     candidates = torch.cat([t.indices[c][:, :, :2].flatten(1) for t, c in zip(top3, corners)], 1)
-    value = sum((w[:, :, None] * p[c[:, :, None], candidates[:, None, :]]).sum(1)
-                for w, p, c in zip(weights, probs, corners))
-    bound = sum((w * t.values[c][:, :, 2]).sum(1) for w, t, c in zip(weights, top3, corners))
+    value = sum(at(lambda k, p=p, c=c: p[c[:, k:k + 1], candidates], w, 1) for w, p, c in zip(weights, probs, corners))
+    bound = sum(at(lambda k, t=t, c=c: t.values[c[:, k], 2], w, 0) for w, t, c in zip(weights, top3, corners))
     best = value.max(1).values
     # Ties keep the lowest class, as argmax does (a candidate may appear several times).
     winner = torch.where(value == best[:, None], candidates, maps[0].shape[0]).min(1).values
@@ -212,17 +243,21 @@ def resized_argmax(maps: list[torch.Tensor], size: tuple[int, int], dense: float
         return _chunked_argmax(maps, size)
     for first in range(0, len(unsure), 4096):
         pick = unsure[first:first + 4096]
-        total = sum((w[pick, :, None] * p[c[pick]]).sum(1) for w, p, c in zip(weights, probs, corners))
+        total = sum(at(lambda k, p=p, c=c: p[c[pick, k]], (w[0][pick], w[1][pick]), 1)
+                    for w, p, c in zip(weights, probs, corners))
         label[py[pick], px[pick]] = total.max(1).indices
     return label
 
 
 def _chunked_argmax(maps: list[torch.Tensor], size: tuple[int, int], class_chunk: int = 16) -> torch.Tensor:
-    """The same argmax through F.interpolate, a few classes at a time (a running maximum, not K maps)."""
+    """The same argmax from the maps resized as OpenCV does, a few classes at a time (a running maximum, not K
+    full-size maps)."""
+    height, width = size
+    axes = [(_source_index(height, m.shape[1], m.device), _source_index(width, m.shape[2], m.device)) for m in maps]
     best = torch.full(size, -1.0, device=maps[0].device)
     label = torch.zeros(size, dtype=torch.int64, device=maps[0].device)
     for first in range(0, maps[0].shape[0], class_chunk):
-        value, index = _at_size(maps, size, slice(first, first + class_chunk)).max(0)
+        value, index = sum(_resized(m[first:first + class_chunk], *axis) for m, axis in zip(maps, axes)).max(0)
         better = value > best  # strictly: ties keep the lower class, as argmax does
         best = torch.where(better, value, best)
         label = torch.where(better, index + first, label)

@@ -305,6 +305,26 @@ def test_tool_mistakes_are_one_line(demo_shards, tmp_path, tool, args, needle):
     assert needle in result.stderr
 
 
+def test_bench_and_check_tools_refuse_before_working(tmp_path, capsys, monkeypatch):
+    """bench_shard without its test data or with 0 samples, gpu_check with a folder as --out (refused before
+    minutes of checks), and an error under torchrun printed by rank 0 only."""
+    from helpers import call_tool
+    from mseg_fast.cli import fail
+    from mseg_fast.errors import UserError
+
+    code, _, err = call_tool(capsys, "bench_shard.py", "--test-data", str(tmp_path / "none"))
+    assert code == 2 and err.startswith("error: --test-data") and "MSEG_TEST_DATA" in err, err
+    code, _, err = call_tool(capsys, "bench_shard.py", "--samples", "0")
+    assert code == 2 and "--samples: 0 is too small" in err
+    (tmp_path / "report").mkdir()
+    code, _, err = call_tool(capsys, "gpu_check.py", "--dry-cpu", "--out", str(tmp_path / "report"))
+    assert code == 2 and "is a folder" in err and not list(tmp_path.glob("gpu-check-*")), err
+    monkeypatch.setenv("RANK", "1")
+    assert fail(UserError("the same line on every rank")) == 2 and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert fail(UserError("once")) == 2 and capsys.readouterr().err == "error: once\n"
+
+
 def test_shard_tool_mistakes_are_one_line(demo_tree, tmp_path):
     result = shard(demo_tree, tmp_path / "out", "--short-size", "-10")
     assert result.returncode == 2 and "--short-size: -10 is too small" in result.stderr

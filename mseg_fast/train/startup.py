@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from mseg_fast.atomic import write_atomic
+from mseg_fast.atomic import named, write_atomic
 from mseg_fast.errors import UserError
 from mseg_fast.models.load import load_imagenet_backbone, load_strict, model_state, read_weights_file
 from mseg_fast.train import checkpoint
@@ -34,14 +34,19 @@ class RunLog:
         if self.file is None:
             self.pending.append(line)
         else:
-            self.file.write(line + "\n")
+            self._write([line])
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            self.file.writelines(line + "\n" for line in lines)
             self.file.flush()
+        except OSError as error:  # a full disk: the error line names train.log, so the disk
+            raise named(error, Path(self.file.name)) from None
 
     def open(self, path: Path) -> None:
         if self.is_main:
             self.file = open(path, "a")
-            self.file.writelines(line + "\n" for line in self.pending)
-            self.file.flush()
+            self._write(self.pending)
             self.pending = []
 
     def close(self) -> None:

@@ -317,8 +317,8 @@ def check_fits(images: list[torch.Tensor], spec: InferenceSpec, classes: int) ->
         shapes = ", ".join(sorted({f"{i.shape[0]}x{i.shape[1]}" for i in images}))
         raise UserError(f"base size {spec.base_size} on images of {shapes} (height x width) needs "
                         f"{need / 2**30:.1f} GiB for its {classes} class maps and {images[0].device} has "
-                        f"{available / 2**30:.1f} GiB free: pass a base size of at most {max(fits, 1)}, fewer images "
-                        f"per batch, or resize very long images first")
+                        f"{available / 2**30:.1f} GiB free: pass a base size of at most {max(fits, 1)}"
+                        f"{', fewer images per batch' if len(images) > 1 else ''}, or resize very long images first")
 
 
 def predict_labels(model, images: list[torch.Tensor], spec: InferenceSpec,

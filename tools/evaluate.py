@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         info = init_distributed()  # one process, or torchrun's ranks (each scores its part of every dataset)
-        device = torch.device(args.device) if args.device else info.device
+        # `cuda` means each rank's own GPU (torchrun); `cuda:N` that GPU; `cpu` the CPU.
+        device = torch.device(args.device) if args.device == "cpu" or ":" in (args.device or "") else info.device
         say = (lambda line: print(line, flush=True)) if info.is_main else (lambda line: None)
         api_root = find_mseg_api(args.mseg_api)
         model = load_model(args.model).to(device)

@@ -164,7 +164,7 @@ def test_bench_eval_reports_both_evaluators(tmp_path):
     import json
 
     report = tmp_path / "eval.json"
-    result = run_tool("bench_eval.py", "--images", "2", "--base-size", "60", "--crop", "65", "--device", "cpu",
+    result = run_tool("bench_eval.py", "--images", "1", "--base-size", "60", "--crop", "65", "--device", "cpu",
                       "--json", str(report))
     assert result.returncode == 0, result.stderr
     data = json.loads(report.read_text())

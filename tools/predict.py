@@ -64,12 +64,13 @@ def inputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
 
 def read_image(path: Path) -> np.ndarray:
     """An input as RGB, a truncated or corrupt JPEG or PNG refused (OpenCV would fill the missing part grey)."""
+    data = path.read_bytes()  # read once: checked, then decoded from these bytes
     if path.suffix.lower() != ".bmp":
         try:
-            probe_image(path.read_bytes(), str(path))
+            probe_image(data, str(path))
         except SampleError as error:
             raise UserError(f"{path}: {error.problem}; re-download or re-export it, or leave it out") from None
-    image = cv2.imread(str(path))
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # EXIF orientation applied, as imread
     if image is None:
         raise UserError(f"{path}: not an image OpenCV can read")
     return image[:, :, ::-1].copy()

@@ -79,7 +79,6 @@ class _ValImages(Dataset):
 
     def __init__(self, shardset: ShardSet, indices: range, relabeled: bool):
         self.reader = SampleReader(shardset)
-        self.dataset = shardset.dataset
         self.indices = indices
         self.relabeled = relabeled
 
@@ -89,10 +88,10 @@ class _ValImages(Dataset):
     def __getitem__(self, position: int):
         index = self.indices[position]
         if self.relabeled:
-            image, label, relabeled, meta = self.reader.decoded_relabeled(index)
+            image, label, relabeled, _ = self.reader.decoded_relabeled(index)
             relabeled = torch.from_numpy(relabeled.astype(np.int64))
         else:
-            (image, label, meta), relabeled = self.reader.decoded(index), None
+            (image, label, _), relabeled = self.reader.decoded(index), None
         return (torch.from_numpy(image), torch.from_numpy(label.astype(np.int64)), relabeled,
                 self.reader.table[index][1])
 

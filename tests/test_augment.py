@@ -10,7 +10,7 @@ from data_helpers import jpeg, png, run_dali_train_graph
 from mseg_fast.constants import IMAGENET_MEAN, IMAGENET_STD
 from mseg_fast.data.geometry import NUM_DRAWS, Augment, crop_map, matrix, source_box, to_opencv
 from mseg_fast.data.mseg_chain import mseg_chain
-from mseg_fast.data.warp_cpu import normalize_chw, warp_sample
+from mseg_fast.data.warp_cpu import Scratch, normalize_chw, warp_into, warp_sample
 
 H, W = 300, 400
 BLOCK = 40
@@ -191,3 +191,31 @@ def test_whole_image_decode_gives_the_window_decode_pixels(photo):
     whole = run_dali_train_graph([encoded] * 6, [png(label)] * 6, aug, seed=4, window_decode=False)
     for a, b in zip(window[0] + window[1], whole[0] + whole[1]):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("bits,dtype,bgr", [(8, np.float32, True), (16, np.float16, False)])
+def test_hot_path_is_bit_identical_to_the_reference(photo, bits, dtype, bgr):
+    """The training loader's warp_into (a 4-channel warp, masked writes, in-place normalisation into the
+    slot) gives exactly normalize_chw(warp_sample(...)) for every combination of rotation, blur, flip
+    and padding, 16-bit labels into an int16 slot, float16 output and RGB or BGR; one Scratch serves all."""
+    image, label, _ = photo
+    image = image[:, :, ::-1].copy() if bgr else image
+    label = wide(label) if bits == 16 else label
+    small = Augment(short_size=720, crop_h=473, crop_w=593)
+    padded = Augment(short_size=720, crop_h=473, crop_w=593, scale_min=0.4, scale_max=0.6)
+    scratch = Scratch(473, 593)
+    rng = np.random.default_rng(bits)
+    seen = set()
+    for aug in (small, padded):
+        for _ in range(8):
+            u = rng.random(NUM_DRAWS)
+            u[1], u[6] = len(seen) % 2 * 0.9, len(seen) // 2 % 2 * 0.9  # rotate and blur, both ways
+            crop, crop_label = warp_sample(image, label, u, aug, 7, 0.0, bgr=bgr)
+            expected = normalize_chw(crop, dtype, np.empty((3, 473, 593), dtype), bgr=bgr)
+            out = np.full((3, 473, 593), 9.0, dtype)
+            out_label = np.full((473, 593), 7, np.int16 if bits == 16 else np.uint8)
+            warp_into(image, label, u, aug, 7, 0.0, out, out_label, scratch, bgr=bgr)
+            assert out.tobytes() == expected.tobytes(), f"image differs for {aug}, u={u}"
+            assert np.array_equal(out_label.astype(np.int64), crop_label.astype(np.int64)), f"label differs, u={u}"
+            seen.add((u[1] < 0.5, u[6] < 0.5, aug is padded))
+    assert len(seen) == 8, "every combination of rotation, blur and padding was checked"

@@ -11,7 +11,6 @@ import dataclasses
 import time
 from typing import Callable, Iterator
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -20,7 +19,7 @@ from mseg_fast.config import Config
 from mseg_fast.data.geometry import NUM_DRAWS
 from mseg_fast.data.mseg_chain import mseg_chain
 from mseg_fast.data.torch_loader import LoaderSpec, SampleReader, decode, worker_init
-from mseg_fast.data.warp_cpu import normalize_chw, warp_sample
+from mseg_fast.data.warp_cpu import Scratch, normalize_chw, warp_into
 from mseg_fast.loader import build_spec, build_train_loader, dali_stage_pipes
 
 
@@ -84,22 +83,48 @@ def _per_sample_ms(function: Callable[[], object], count: int) -> float:
     return round(1e3 * (time.perf_counter() - start) / count, 2)
 
 
-def torch_stages(spec: LoaderSpec, samples: int = 16) -> dict:
-    """ms per sample of each stage of the fallback, one process, one thread."""
-    cv2.setNumThreads(1)
+def _stage_times(spec: LoaderSpec, samples: int) -> dict:
     reader = SampleReader(spec.shardsets[0])
     indices = [i % reader.shardset.samples for i in range(samples)]
     raw = [reader.read(i) for i in indices]
-    decoded = [decode(r) for r in raw]
+    decoded = [decode(r, rgb=False) for r in raw]
     u = np.random.default_rng(0).random((samples, NUM_DRAWS))
     it = iter(range(10**9))
+    image_out = np.empty((3, spec.aug.crop_h, spec.aug.crop_w), np.dtype(spec.output_dtype))
+    label_out = np.empty((spec.aug.crop_h, spec.aug.crop_w), np.dtype(reader.shardset.label_dtype))
+    scratch = Scratch(spec.aug.crop_h, spec.aug.crop_w)
+
+    def augment() -> None:
+        image, label, _ = decoded[k := next(it) % samples]
+        warp_into(image, label, u[k], spec.aug, spec.blur_kernel, spec.blur_sigma, image_out, label_out, scratch, True)
+
+    augment()  # the scratch buffers' first use
     return {
         "read": _per_sample_ms(lambda: reader.read(indices[next(it) % samples]), samples),
-        "decode": _per_sample_ms(lambda: decode(raw[next(it) % samples]), samples),
-        "augment": _per_sample_ms(lambda: normalize_chw(warp_sample(*decoded[(k := next(it) % samples)][:2], u[k],
-                                                                       spec.aug, spec.blur_kernel, spec.blur_sigma)[0]),
-                                  samples),
+        "decode": _per_sample_ms(lambda: decode(raw[next(it) % samples], rgb=False), samples),
+        "augment": _per_sample_ms(augment, samples),
     }
+
+
+class _Stages(Dataset):
+    """One item: the fallback's stage timings, taken where its work runs (a loader worker)."""
+
+    def __init__(self, spec: LoaderSpec, samples: int):
+        self.spec, self.samples = spec, samples
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, _: int) -> dict:
+        return _stage_times(self.spec, self.samples)
+
+
+def torch_stages(spec: LoaderSpec, samples: int = 16) -> dict:
+    """ms per sample of each stage of the fallback, in one worker process set up as the loader's are
+    (one thread, freed memory kept: the main process would time decoding 1.5-2 ms slower)."""
+    loader = DataLoader(_Stages(spec, samples), batch_size=None, num_workers=1, worker_init_fn=worker_init(),
+                        multiprocessing_context="forkserver")
+    return next(iter(loader))
 
 
 def dali_stages(config: Config, iters: int, warmup: int, device: str = "cpu") -> dict:

@@ -24,6 +24,7 @@ from mseg_fast.models.load import load_strict
 from mseg_fast.train import checkpoint
 from mseg_fast.train.distributed import DistInfo, init_distributed, release_group, sync_batchnorm
 from mseg_fast.train.loop import RunState, fit
+from mseg_fast.train.numerics import set_numerics
 from mseg_fast.train.objective import build_optimizer, derive_max_iters
 from mseg_fast.train.recalibrate import recalibrate_batchnorm
 from mseg_fast.train.startup import (RunLog, accept_run_folder, check_resumable, check_run_folder, check_shards,
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(config: Config, info: DistInfo, resume: str | None, init_from: str | None, start_over: bool = False) -> int:
     run_dir = Path(config.save_path)
     log = RunLog(info.is_main)
+    numerics = set_numerics(config.tf32, config.deterministic)  # before the first CUDA kernel
     check_run_folder(run_dir, resume, start_over)
     spec = build_spec(config, info.rank, info.world_size, device=str(info.device), local_ranks=info.local_world_size)
     if config.val_every:  # every split the run reads is checked now, not at the first validation hours later
@@ -109,6 +111,7 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
         f"{config.precision}" + (f", resuming at iteration {state.iteration}" if saved else ""))
     log(loader_summary(config, spec, choose_backend(config, str(info.device)), str(info.device),
                        info.local_world_size))
+    log(numerics)
     weights = torch.tensor(config.dataset_weights or [1.0] * len(config.dataset), device=info.device)
 
     def save(current: RunState) -> None:
@@ -149,7 +152,7 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     fit(step_model, optimizer, scaler, loader, state, max_iters, config.base_lr, config.power, weights,
         config.precision, info.device, config.print_freq, config.save_every, save, log, list(config.dataset),
         step=build_step(config), evaluate=evaluate, eval_every=config.val_every,
-        record=record)
+        record=record, control=info.control)
     if writer is not None:
         writer.close()
     loader.close()

@@ -79,6 +79,8 @@ class Config:
     num_examples: int = 1_000_000  # crops per dataset over the run (MSeg's meaning)
     max_iters: int | None = None  # set to override the length derived from num_examples
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # MSeg's opt_level O0 is fp32 (README)
+    tf32: bool = False  # let fp32 convolutions and matmuls run as TF32 on Ampere/Hopper (faster; MSeg's fp32 is IEEE)
+    deterministic: bool = False  # deterministic CUDA kernels where PyTorch has them (slower; train/numerics.py)
     use_mgda: bool = False  # MGDA's min-norm combination of per-dataset gradients instead of the mean
     use_ccsa: bool = False  # CCSA: add the contrastive alignment of embeddings across datasets (reference §6)
     ccsa_alpha: float = 0.25  # weight of the alignment loss; the cross-entropy terms get 1 - alpha

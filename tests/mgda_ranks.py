@@ -63,9 +63,9 @@ def single_process(model: nn.Module, batches: list[Batch]) -> dict[int, float]:
         offset += len(batch)
         for dataset_id in batch.dataset_ids.unique().tolist():
             mask = batch.dataset_ids == dataset_id
-            loss, parts = per_dataset_loss(logits[rows][mask], batch.labels[mask], batch.dataset_ids[mask],
+            loss, _ = per_dataset_loss(logits[rows][mask], batch.labels[mask], batch.dataset_ids[mask],
                                            torch.ones(DATASETS))
-            if not parts:
+            if (batch.labels[mask] == 255).all():
                 continue
             grad = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, retain_graph=True)])
             sums[dataset_id] = sums.get(dataset_id, 0) + grad
@@ -90,7 +90,7 @@ def main(layout: str, out: str) -> None:
     if info.is_main:
         with open(out, "w") as handle:
             json.dump({"ranks": result.scales, "single": single_process(reference, batches),
-                       "losses": result.parts}, handle)
+                       "losses": result.part_values()}, handle)
     release_group()
 
 

@@ -43,10 +43,15 @@ def test_per_dataset_loss_weights_datasets_not_pixels():
     ids = torch.tensor([0, 0, 1, 1])
     loss, parts = per_dataset_loss(logits, labels, ids, torch.ones(2))
     means = [torch.nn.functional.cross_entropy(logits[ids == d], labels[ids == d], ignore_index=255) for d in (0, 1)]
-    assert torch.allclose(loss, (means[0] + means[1]) / 2) and set(parts) == {0, 1}
+    assert torch.allclose(loss, (means[0] + means[1]) / 2) and torch.allclose(parts, torch.stack(means))
     labels[2:] = 255  # a dataset with no labelled pixel contributes nothing (MSeg: NaN)
     loss, parts = per_dataset_loss(logits, labels, ids, torch.ones(2))
-    assert torch.allclose(loss, means[0]) and set(parts) == {0}
+    assert torch.allclose(loss, means[0]) and torch.allclose(parts[0], means[0]) and parts[1].isnan()
+    labels[:] = 255  # nothing labelled: a loss of 0 that still has a (zero) gradient
+    logits.requires_grad_(True)
+    loss, parts = per_dataset_loss(logits, labels, ids, torch.ones(2))
+    loss.backward()
+    assert loss == 0 and parts.isnan().all() and logits.grad.abs().sum() == 0
 
 
 def test_short_run_options_draw_he_weights_and_use_adamw():
@@ -94,6 +99,7 @@ def test_loss_falls_and_logs(demo_shards, tmp_path):
     assert "crops per step {'demo-streets': 2, 'demo-rooms': 2, 'demo-fields': 2}, 30 iterations" in log
     assert re.search(r"samples/s data-wait \d+% eta", log)
     assert (tmp_path / "run" / "config.yaml").exists()
+    assert "numerics: fp32 math IEEE fp32 (no TF32, as MSeg)" in log
 
 
 def test_kill_9_then_resume_auto_reaches_the_same_weights(demo_shards, tmp_path):
@@ -242,3 +248,43 @@ def test_batchnorm_recalibration_averages_the_batch_statistics():
         means = [model[0](b.images).mean(dim=(0, 2, 3)) for b in batches[:3]]
     assert torch.allclose(model[1].running_mean, torch.stack(means).mean(0), atol=1e-5)
     assert model[1].momentum == 0.01 and not model.training
+
+
+def test_float16_batches_meet_fp32_weights_in_every_forward():
+    """output_dtype=float16 halves the hand-over; the fp32 training forward, validation and BatchNorm
+    recalibration (none under autocast) take such batches (they raised a dtype error)."""
+    from mseg_fast.data.batch import Batch
+    from mseg_fast.eval.validate import validate
+    from mseg_fast.train.loop import forward
+    from mseg_fast.train.recalibrate import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = build_model("hrnet_w18", 4)
+    batch = Batch(torch.randn(2, 3, 64, 64).half(), torch.zeros(2, 64, 64, dtype=torch.uint8), torch.tensor([0, 1]))
+    assert forward(model.train(), batch.images, "fp32", extras=False).dtype == torch.float32
+    matrices = validate(model, [batch], 4, 2, torch.device("cpu"))
+    assert sum(int(m.sum()) for m in matrices) == 2 * 64 * 64
+    assert recalibrate_batchnorm(model, [batch], 1, torch.device("cpu")) == 1
+
+
+def test_numerics_are_mseg_fp32_unless_asked():
+    """fp32 means IEEE fp32 (PyTorch lets cuDNN use TF32 by default); tf32 and deterministic are keys."""
+    from mseg_fast.train.numerics import set_numerics
+
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        line = set_numerics(tf32=False, deterministic=False)
+        assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == ("ieee", "ieee")
+        assert torch.backends.cudnn.benchmark and "no TF32" in line
+        line = set_numerics(tf32=True, deterministic=True)
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32" and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
+        assert "bilinear" in line and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) = saved

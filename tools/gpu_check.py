@@ -1,11 +1,15 @@
 """Prove the GPU path on one GPU: DALI's GPU graph against its CPU graph, resume, loader, step and evaluation speed.
 
-    python tools/gpu_check.py --out gpu_check.json            # on a GPU machine with DALI installed
-    python tools/gpu_check.py --dry-cpu --out dry.json        # the CPU stands in (what the test suite runs)
+    python tools/gpu_check.py --out gpu_check.json                      # every check, on a GPU machine
+    python tools/gpu_check.py --only data --deadline 300 --out data.json   # the first half (graphs, resume, loader)
+    python tools/gpu_check.py --only model --deadline 420 --out model.json # the second (steps, training, evaluation)
+    python tools/gpu_check.py --dry-cpu --out dry.json                  # the CPU stands in (what the test suite runs)
 
 Builds shards of real 1080p photos (mseg-semantic-test-data, $MSEG_TEST_DATA) with tools/shard.py, then runs
-each check in a process of its own (a crash is that check's result; the others still run), prints a table
-and writes one JSON file. The checks: mseg_fast/bench/gpu_checks.py.
+each check in a process of its own (a crash is that check's result; the others still run; a check past its
+time limit is killed with every process it started), prints a table and writes one JSON file, anew after
+every check. Without DALI the checks that need it are recorded as skipped and the others run (training
+with the torch fallback). The checks: mseg_fast/bench/gpu_checks.py.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from mseg_fast.bench.gpu_checks import Context, checks, context_from_json, context_to_json
+from mseg_fast.bench.gpu_checks import Context, checks, context_from_json, context_to_json, select
 from mseg_fast.bench.isolated import run_isolated
 from mseg_fast.bench.shard_bench import DATASET, make_tree
 from mseg_fast.cli import USER_ERRORS, at_least, fail
@@ -32,13 +36,12 @@ from mseg_fast.loader import dali_available
 from mseg_fast.atomic import write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUTS = {"versions": 60, "train_graph": 180, "val_graph": 120, "resume": 120, "throughput": 240, "train": 300, "eval": 240}
 
 
 def run_one(name: str, context: str, result: Path) -> int:
     """The child's side: run one check, write its result (an exception is a failed result, with its text)."""
     try:
-        out = checks()[name](context_from_json(context))
+        out = checks()[name].run(context_from_json(context))
     except Exception:  # noqa: BLE001 - recorded as this check's result; the parent goes on
         out = {"ok": False, "error": traceback.format_exc()[-3000:]}
     write_atomic(result, json.dumps(out, indent=1).encode())
@@ -80,6 +83,11 @@ def summary(result: dict) -> str:
     return ", ".join(parts)
 
 
+def in_order(results: dict) -> dict:
+    """Results in the checks' order (skipped ones are known first)."""
+    return {name: results[name] for name in checks() if name in results}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-cpu", action="store_true", help="the CPU stands in for the GPU, small sizes")
@@ -90,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mseg-api", type=Path, default=Path(os.environ.get(
         "MSEG_API_ROOT", REPO.parent / "shared" / "mseg-api")), help="an mseg-api checkout")
     parser.add_argument("--samples", type=at_least(0), default=0, help="photos to shard (default 48, 16 when dry)")
-    parser.add_argument("--only", nargs="+", help="run these checks only")
+    parser.add_argument("--only", nargs="+", metavar="CHECK",
+                        help="run only these: check names (step/bf16), a name's first part (step) or a half "
+                             "(data: versions, graphs, resume, loader speed; model: steps, train, eval)")
+    parser.add_argument("--deadline", type=at_least(1), metavar="SECONDS",
+                        help="for the whole run: no check starts after it, and each check's time limit is cut to "
+                             "what is left (checks not run are listed as such); default: none")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--context", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -100,13 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.dry_cpu and not torch.cuda.is_available():
             raise UserError("no CUDA device is available: run this on a GPU machine, or with --dry-cpu")
-        if not dali_available():
-            raise UserError("NVIDIA DALI is not installed: pip install -e .[dali] (CUDA 12) or .[dali-cu13] (CUDA 13)")
         if not (args.photos / "demo_images").is_dir():
             raise UserError(f"--photos {args.photos}: not mseg-semantic-test-data (no demo_images/); set MSEG_TEST_DATA")
-        unknown = set(args.only or []) - set(checks())
-        if unknown:
-            raise UserError(f"--only {' '.join(sorted(unknown))}: no such check; the checks are {', '.join(checks())}")
+        try:
+            names, skipped = select(args.only, dali_available())
+        except ValueError as error:
+            raise UserError(str(error)) from None
         if args.out.is_dir():
             raise UserError(f"--out {args.out} is a folder; give the report's file name, e.g. {args.out / 'gpu_check.json'}")
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(error)
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     try:
-        return run_checks(args, work)
+        return run_checks(args, work, names, skipped)
     except USER_ERRORS as error:
         return fail(error)
     finally:
@@ -125,27 +137,37 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run_checks(args: argparse.Namespace, work: Path) -> int:
+def run_checks(args: argparse.Namespace, work: Path, names: list[str], skipped: dict[str, str]) -> int:
+    start = time.monotonic()
+    if skipped:
+        print(f"NVIDIA DALI is not installed: {', '.join(skipped)} skipped (pip install -e .[dali] for CUDA 12, "
+              f".[dali-cu13] for CUDA 13)", flush=True)
     print(f"preparing shards of real photos in {work} ...", flush=True)
     shards = prepare(work, args.photos, args.mseg_api, args.samples or (16 if args.dry_cpu else 48))
     ctx = Context("cpu" if args.dry_cpu else "cuda", args.dry_cpu, str(args.photos), str(shards), str(work))
-    names = [n for n in checks() if not args.only or n in args.only]
-    results, start = {}, time.monotonic()
+    table = checks()
+    results = {name: {"status": "skipped", "seconds": 0, "error": why} for name, why in skipped.items()}
     for number, name in enumerate(names, 1):
+        left = args.deadline - (time.monotonic() - start) if args.deadline else None
+        if left is not None and left < 5:
+            results[name] = {"status": "not run", "seconds": 0, "error": f"the --deadline of {args.deadline} s had passed"}
+            continue
         print(f"[{number}/{len(names)}] {name} ...", end=" ", flush=True)
         command = [sys.executable, str(Path(__file__).resolve()), "--run-one", name, "--context", context_to_json(ctx),
                    "--result", str(work / "result.json")]
-        results[name] = run_isolated(command, work / "result.json", TIMEOUTS.get(name.split("/")[0], 300))
+        limit = min(table[name].timeout_s, left) if left is not None else table[name].timeout_s
+        results[name] = run_isolated(command, work / "result.json", limit)
         print(f"{results[name]['status']} ({results[name]['seconds']} s)", flush=True)
         write_atomic(args.out, json.dumps({"device": ctx.device, "dry_cpu": args.dry_cpu, "finished": False,
-                                           "checks": results}, indent=1).encode())
+                                           "checks": in_order(results)}, indent=1).encode())
+    results = in_order(results)
     print(f"\n{'check':<32} {'status':<8} {'s':>6}   figures")
     for name, result in results.items():
         print(f"{name:<32} {result['status']:<8} {result['seconds']:>6}   {summary(result)}")
     report = {"device": ctx.device, "dry_cpu": args.dry_cpu, "seconds": round(time.monotonic() - start, 1),
               "finished": True, "checks": results}
     write_atomic(args.out, json.dumps(report, indent=1).encode())
-    failed = [n for n, r in results.items() if r["status"] != "ok"]
+    failed = [n for n, r in results.items() if r["status"] not in ("ok", "skipped")]
     print(f"\nwrote {args.out}; " + (f"not ok: {', '.join(failed)}" if failed else "every check ok"))
     return 1 if failed else 0
 

@@ -4,14 +4,24 @@ library) or a hang is that check's result and the next check still runs."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill the check's whole process group: a check that started train.py (or DataLoader workers) would
+    otherwise leave them running on the GPU after its own end."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def run_isolated(command: list[str], result_path: Path, timeout: float) -> dict:
-    """Run `command`, which writes its result as JSON to `result_path`.
+    """Run `command`, which writes its result as JSON to `result_path`, in a session of its own.
 
     Returns:
         {"status": "ok" | "fail" | "crash" | "timeout", "seconds", "result" (what it wrote, if anything),
@@ -19,12 +29,17 @@ def run_isolated(command: list[str], result_path: Path, timeout: float) -> dict:
     """
     result_path.unlink(missing_ok=True)
     start = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     try:
-        process = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as expired:
-        tail = (expired.stderr or b"")[-1500:]
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        _, stderr = process.communicate()
         return {"status": "timeout", "seconds": round(time.monotonic() - start, 1),
-                "error": f"no result after {timeout:.0f} s: {tail.decode(errors='replace') if isinstance(tail, bytes) else tail}"}
+                "error": f"no result after {timeout:.0f} s (its process group was killed): {stderr[-1500:]}"}
+    finally:
+        _kill_group(process)  # whatever it left behind
     seconds = round(time.monotonic() - start, 1)
     if result_path.exists():
         result = json.loads(result_path.read_text())
@@ -33,4 +48,4 @@ def run_isolated(command: list[str], result_path: Path, timeout: float) -> dict:
         how = f"killed by {signal.Signals(-process.returncode).name}"
     else:
         how = f"exit code {process.returncode}"
-    return {"status": "crash", "seconds": seconds, "error": f"{how}: {process.stderr[-1500:]}"}
+    return {"status": "crash", "seconds": seconds, "error": f"{how}: {stderr[-1500:]}"}

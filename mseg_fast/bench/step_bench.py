@@ -12,6 +12,7 @@ from mseg_fast.config import Config
 from mseg_fast.data.batch import Batch
 from mseg_fast.loader import build_spec, build_train_loader
 from mseg_fast.models.factory import build_model
+from mseg_fast.train.numerics import set_numerics
 from mseg_fast.train.objective import build_optimizer
 from mseg_fast.train.steps import build_step
 
@@ -23,6 +24,7 @@ def peak_memory_gib(device: torch.device) -> float:
 
 
 def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch.device) -> dict:
+    numerics = set_numerics(config.tf32, config.deterministic)  # as train.py: the figures are the trainer's
     spec = build_spec(config, 0, 1)
     model = build_model(config.arch, len(spec.shardsets[0].class_names), config.layers, config.init)
     model = model.to(device).train()
@@ -56,4 +58,4 @@ def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch
             "step_s": round(seconds / iters, 3), "data_wait_share": round(wait / seconds, 3),
             "peak_memory_gib": round(peak_memory_gib(device), 2), "batch": batch_size, "arch": config.arch,
             "crop": [config.train_h, config.train_w], "precision": config.precision, "device": str(device),
-            "channels_last": config.channels_last, "compile": config.compile}
+            "channels_last": config.channels_last, "compile": config.compile, "numerics": numerics}

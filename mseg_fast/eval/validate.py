@@ -26,7 +26,7 @@ def validate(model, batches: Iterable[Batch], num_classes: int, num_datasets: in
     matrices = [torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device) for _ in range(num_datasets)]
     for batch in batches:
         batch = batch.to(device)
-        pred = model(batch.images).argmax(1)
+        pred = model(batch.images.float()).argmax(1)  # in fp32 (MSeg's), float16 hand-over included
         for dataset_id in batch.dataset_ids.unique().tolist():
             rows = batch.dataset_ids == dataset_id
             matrices[dataset_id] += confusion(pred[rows], batch.labels[rows], num_classes)

@@ -135,9 +135,9 @@ def ccsa_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, pre
     supervised, ce, aux, parts = supervised_loss(outputs, batch, weights, aux_weight)
     csa, n_pos, n_neg = alignment_loss(outputs.embedding, batch.labels, batch.dataset_ids, positives, margin)
     loss = alpha * csa + (1 - alpha) * supervised
-    terms = {"csa": float(csa.detach()), "ce": float(ce.detach())}
+    terms = {"csa": csa.detach(), "ce": ce.detach()}
     if aux is not None:
-        terms["aux"] = float(aux.detach())
+        terms["aux"] = aux.detach()
     terms.update(positives=float(n_pos), negatives=float(n_neg))
     skipped = apply_gradients(loss, optimizer, scaler)
-    return StepResult(float(loss.detach()), {k: float(v) for k, v in parts.items()}, skipped, terms=terms)
+    return StepResult(loss.detach(), parts, skipped, terms=terms)

@@ -19,6 +19,9 @@ class DistInfo:
     local_rank: int
     device: torch.device
     local_world_size: int = 1  # ranks on this node (they share its cores)
+    # A gloo group for host-side agreement (the stop flag) when the main group is NCCL, whose collectives
+    # on CPU tensors are not possible and on GPU tensors would make the host wait; None: the main group.
+    control: object | None = None
 
     @property
     def is_main(self) -> bool:
@@ -39,7 +42,8 @@ def init_distributed() -> DistInfo:
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.PrefixStore(
             f"mseg-fast/attempt-{attempt}", store), rank=rank, world_size=world)
-    return DistInfo(rank, world, local, device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    control = dist.new_group(backend="gloo") if world > 1 and device.type == "cuda" else None
+    return DistInfo(rank, world, local, device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), control)
 
 
 class CpuSyncBatchNorm(nn.BatchNorm2d):

@@ -13,6 +13,7 @@ import contextlib
 import torch
 import torch.distributed as dist
 
+from mseg_fast.constants import IGNORE_LABEL
 from mseg_fast.data.batch import Batch
 from mseg_fast.train.loop import NonFiniteGradient, StepResult, forward, supervised_loss
 
@@ -89,7 +90,9 @@ def _local_losses(outputs, batch: Batch, weights: torch.Tensor, aux_weight: floa
         rows = batch.dataset_ids == dataset_id
         sub = Batch(batch.images[rows], batch.labels[rows], batch.dataset_ids[rows])
         loss, _, _, parts = supervised_loss(_rows(outputs, rows), sub, weights, aux_weight)
-        if parts:  # a dataset whose crops are all ignore pixels has no gradient to offer
+        # A dataset whose crops are all ignore pixels has no gradient to offer. (Its mean loss is NaN then, but
+        # so is a non-finite loss, which must reach the finiteness check below: ask the labels.)
+        if bool((sub.labels != IGNORE_LABEL).any()):
             losses[dataset_id] = loss
     return losses
 
@@ -142,7 +145,8 @@ def mgda_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, pre
         ids = [d for d in range(num_datasets) if agreed[0, d] > 0]
         optimizer.zero_grad(set_to_none=True)
         if not ids:  # no labelled pixel in the whole global batch: nothing to learn from
-            return StepResult(0.0, {}, skipped=True)
+            return StepResult(torch.zeros((), device=device), torch.full((num_datasets,), float("nan"), device=device),
+                              skipped=True)
         grads = []
         for k, dataset_id in enumerate(ids):
             loss = local[dataset_id] if dataset_id in local else _zero_loss(outputs)
@@ -164,6 +168,8 @@ def mgda_step(model, batch: Batch, weights: torch.Tensor, optimizer, scaler, pre
         p.grad = combined[offset:offset + p.numel()].view_as(p).to(p.dtype)
         offset += p.numel()
     optimizer.step()
+    # MGDA reads the device at every step anyway (the agreement, the min-norm solve on the host).
     values = {d: float(agreed[1, d] / agreed[0, d]) for d in ids}
     loss = sum(float(c[k]) * values[d] for k, d in enumerate(ids))
-    return StepResult(loss, values, scales={d: float(c[k]) for k, d in enumerate(ids)})
+    parts = torch.tensor([values.get(d, float("nan")) for d in range(num_datasets)], device=device)
+    return StepResult(torch.tensor(loss, device=device), parts, scales={d: float(c[k]) for k, d in enumerate(ids)})

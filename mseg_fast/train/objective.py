@@ -9,30 +9,30 @@ from mseg_fast.constants import IGNORE_LABEL
 
 
 def per_dataset_loss(logits: torch.Tensor, labels: torch.Tensor, dataset_ids: torch.Tensor,
-                     weights: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+                     weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy (ignore 255) averaged over each dataset's labelled pixels, then a weighted
     mean over the datasets in the batch (reference §3.5: each dataset counts equally, whatever
     its pixel count). A dataset whose crops are all ignore pixels contributes nothing (MSeg
     would produce NaN).
 
+    Written without a host synchronisation (no `.unique().tolist()`, no `count == 0` test in Python):
+    per-crop sums go to their dataset with index_add, so a CUDA step queues its kernels without waiting.
+
     Returns:
-        The loss, and each present dataset's mean loss (detached).
+        The loss, and each dataset's mean loss (detached; NaN for a dataset with no labelled pixel here),
+        one entry per weight.
     """
     pixel = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_LABEL, reduction="none")
-    valid = labels != IGNORE_LABEL
-    terms, parts = [], {}
-    for dataset_id in dataset_ids.unique().tolist():
-        rows = dataset_ids == dataset_id
-        count = valid[rows].sum()
-        if count == 0:
-            continue
-        loss = pixel[rows].sum() / count
-        terms.append((weights[dataset_id], loss))
-        parts[dataset_id] = loss.detach()
-    if not terms:
-        return logits.sum() * 0.0, parts
-    total_weight = sum(w for w, _ in terms)
-    return sum(w * loss for w, loss in terms) / total_weight, parts
+    valid = (labels != IGNORE_LABEL).flatten(1).sum(1).to(pixel.dtype)
+    zeros = torch.zeros(weights.shape[0], dtype=pixel.dtype, device=pixel.device)
+    sums = zeros.index_add(0, dataset_ids, pixel.flatten(1).sum(1))
+    counts = zeros.index_add(0, dataset_ids, valid)
+    present = counts > 0
+    means = sums / counts.clamp_min(1.0)  # 0 where absent: its sum is 0 too (ignored pixels add nothing)
+    used = weights.to(pixel.dtype) * present
+    # Nothing labelled anywhere: 0 / 1 = 0, still joined to the graph (a zero gradient, as before).
+    loss = (used * means).sum() / torch.where(used.sum() > 0, used.sum(), torch.ones_like(used.sum()))
+    return loss, torch.where(present, means, torch.full_like(means, float("nan"))).detach()
 
 
 def build_optimizer(groups: list[tuple[list[torch.nn.Parameter], float]], base_lr: float, momentum: float,

@@ -36,7 +36,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch], count: int
     used = 0
     try:
         for batch in islice(batches, count):
-            model(batch.images.to(device, non_blocking=True))
+            model(batch.images.to(device, non_blocking=True).float())  # fp32 statistics, float16 hand-over included
             used += 1
     finally:
         for norm, momentum in zip(norms, momenta):

@@ -39,7 +39,8 @@ class Config:
     universal: bool = True  # False: the dataset's own taxonomy (oracle training)
     use_naive_taxonomy: bool = False
     dataset_weights: list[float] | None = None  # per-dataset share of each batch; equal by default
-    dataset_gpu_mapping: dict[str, list[int]] | None = None  # MSeg's one-dataset-per-rank layout
+    # MSeg's one-dataset-per-rank layout: dataset -> ranks; `one_per_dataset`: rank i reads the i-th dataset.
+    dataset_gpu_mapping: dict[str, list[int]] | None = None
     loader: Literal["dali", "torch"] | None = None  # None: DALI when training on CUDA, else torch (README)
     workers: int | None = None  # loader threads (DALI) or worker processes (torch) per rank; None: its cores
     jpeg_decode: Literal["auto", "window", "whole"] = "auto"  # DALI: decode the crop's box, or all then slice
@@ -215,9 +216,24 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+# dataset_gpu_mapping's shorthand for MSeg's layout: rank i reads the config's i-th dataset (MSeg's 7 GPUs).
+ONE_PER_DATASET = "one_per_dataset"
+
+
+def _one_per_dataset(values: dict) -> dict:
+    """`values` with the shorthand mapping spelt out (after the dataset list is known)."""
+    if values.get("dataset_gpu_mapping") != ONE_PER_DATASET:
+        return values
+    field = Config.__dataclass_fields__["dataset"]
+    datasets = values.get("dataset", field.default_factory() if callable(field.default_factory) else field.default)
+    datasets = _check(datasets, _hints()["dataset"], "dataset")
+    return {**values, "dataset_gpu_mapping": {name: [rank] for rank, name in enumerate(datasets)}}
+
+
 def build_config(values: dict, where: str = "config") -> Config:
     hints = _hints()
     checked = {}
+    values = _one_per_dataset(values)
     for key, value in values.items():
         if key not in hints:
             raise _unknown(key, where)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from helpers import REPO
 from mseg_fast.config import Config, load_config, to_yaml
 from mseg_fast.errors import UserError
 
@@ -105,3 +106,29 @@ def test_a_key_twice_in_one_section_and_broken_yaml_are_one_clear_error(tmp_path
     listing.write_text("- base_lr\n")
     with pytest.raises(UserError, match="a config is a mapping"):
         load_config(listing)
+
+
+# The README's GPU layouts for MSeg's batch-35 recipe: GPUs, overrides, crops of each dataset per step.
+LAYOUTS = [(7, ["dataset_gpu_mapping=one_per_dataset"], 5), (5, [], 5), (8, ["batch_size=56"], 8),
+           (4, ["batch_size=28"], 4), (2, ["batch_size=14"], 2), (1, ["batch_size=7"], 1)]
+
+
+@pytest.mark.parametrize("gpus,overrides,crops", LAYOUTS)
+def test_gpu_layouts_of_the_3m_recipe(gpus, overrides, crops):
+    from mseg_fast.data.mixing import global_crops, plan_streams
+
+    cfg = load_config(REPO / "config" / "1080" / "mseg-3m.yaml", overrides)
+    per_dataset = global_crops(list(cfg.dataset), cfg.batch_size, gpus, cfg.dataset_weights, cfg.dataset_gpu_mapping)
+    assert per_dataset == {name: crops for name in cfg.dataset}
+    if cfg.dataset_gpu_mapping:  # MSeg's layout: rank i reads the i-th dataset only
+        assert [[s.dataset for s in plan_streams(list(cfg.dataset), cfg.batch_size, gpus, rank,
+                                                 mapping=cfg.dataset_gpu_mapping)] for rank in range(gpus)] == \
+            [[name] for name in cfg.dataset]
+
+
+def test_the_3m_recipe_on_7_gpus_needs_the_mapping():
+    from mseg_fast.data.mixing import plan_streams
+
+    cfg = load_config(REPO / "config" / "1080" / "mseg-3m.yaml")
+    with pytest.raises(UserError, match="per-rank batch of 5 cannot give every one of the 7 datasets a crop"):
+        plan_streams(list(cfg.dataset), cfg.batch_size, 7, 0)

@@ -98,3 +98,28 @@ def test_tools_run_the_gpu_graph(demo_shards, tmp_path):
 def test_cuda13_extra_is_offered():
     setup = (REPO / "setup.py").read_text()
     assert '"dali-cu13": ["nvidia-dali-cuda130' in setup and '"dali": ["nvidia-dali-cuda120' in setup
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_training_step_does_not_wait_for_the_gpu():
+    """The GPU twin of tests/test_train.py's loss tests: MSeg's step (forward, per-dataset loss, backward,
+    SGD) queues its kernels without one host synchronisation (CUDA's sync debug mode turns one into an error)."""
+    from mseg_fast.data.batch import Batch
+    from mseg_fast.models.factory import build_model
+    from mseg_fast.train.loop import standard_step
+    from mseg_fast.train.objective import build_optimizer
+
+    model = build_model("hrnet_w18", 4).cuda().train()
+    optimizer = build_optimizer(model.param_groups(), 0.01, 0.9, 1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    batch = Batch(torch.randn(4, 3, 97, 97), torch.randint(0, 4, (4, 97, 97), dtype=torch.uint8),
+                  torch.tensor([0, 0, 1, 2])).to("cuda")
+    weights = torch.ones(3, device="cuda")
+    standard_step(model, batch, weights, optimizer, scaler, "fp32")  # the first step allocates and warms up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        result = standard_step(model, batch, weights, optimizer, scaler, "fp32")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert result.loss.is_cuda and torch.isfinite(result.loss) and len(result.part_values()) == 3

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import REPO, pinned_args
+from helpers import REPO, TINY, pinned_args
 from leftovers import MarkedRun, read_until, trainer_of_rank
 from mseg_fast.config import load_config
 from mseg_fast.data.batch import Batch
@@ -192,3 +192,16 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(demo_shards,
     assert "SIGTERM: checkpoint written at iteration" in output
     assert 2 <= final_weights(tmp_path / "run")["iteration"] < 200
     run.assert_nothing_left()
+
+
+def test_compile_with_ddp_and_sync_batchnorm_on_two_ranks(demo_shards, pinned_two_ranks, tmp_path):
+    """torch.compile (aot_eager: the tracing inductor does, without code generation) over DDP and the CPU twin
+    of SyncBatchNorm on 2 gloo ranks trains as the eager pinned run does: the same updates to float rounding."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29597",
+               str(REPO / "train.py"), TINY, f"shards={demo_shards}", f"save_path={run}", *pinned_args(),
+               "compile=True", "compile_backend=aot_eager"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    compiled, eager = final_weights(run)["model"], final_weights(pinned_two_ranks)["model"]
+    assert all(torch.allclose(compiled[k].float(), eager[k].float(), rtol=1e-4, atol=1e-5) for k in eager)

@@ -29,19 +29,61 @@ def to_torch(tensor_list, device: str, device_id: int | None = None) -> torch.Te
     return torch.from_numpy(np.array(tensor))
 
 
-def run_pipe(pipe, shardset: ShardSet):
+# What DALI's errors say when the device failed, not the data: memory, CUDA, a decoder's internal error.
+DEVICE_FAULTS = ("out of memory", "cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY", "bad_alloc",
+                 "CUDA error", "cudaError", "CUDA_ERROR", "INTERNAL_ERROR", "EXECUTION_FAILED")
+
+
+def device_fault(message: str) -> bool:
+    """Whether a DALI error is the device's (out of memory, a CUDA error, a decoder's internal error)
+    rather than a sample's: those are reported as such, without hashing every shard for damage."""
+    return any(marker.lower() in message.lower() for marker in DEVICE_FAULTS)
+
+
+def gather(tensor_lists: list, device: str, device_id: int | None, cuda_stream=None) -> torch.Tensor:
+    """Dense TensorLists of the same sample shape (one per pipeline) in one new torch tensor on their device,
+    each copied straight into its rows (no per-pipeline tensors, no concatenation). Labels keep the width the
+    graph gives them (uint8, or int16 for 16-bit labels): Batch.to() widens them once."""
+    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+    tensors = [tensor_list.as_tensor() for tensor_list in tensor_lists]
+    dtypes = [to_torch_type[tensor.dtype] for tensor in tensors]
+    dtype = dtypes[0]
+    for other in dtypes[1:]:
+        dtype = torch.promote_types(dtype, other)
+    rows = [tensor.shape()[0] for tensor in tensors]
+    target = torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
+    out = torch.empty((sum(rows), *tensors[0].shape()[1:]), dtype=dtype, device=target)
+    start = 0
+    for tensor_list, tensor, rows_of, dtype_of in zip(tensor_lists, tensors, rows, dtypes):
+        part = out[start:start + rows_of]
+        if dtype_of == dtype:
+            feed_ndarray(tensor, part, cuda_stream=cuda_stream)
+        else:  # 8-bit labels beside 16-bit ones
+            part.copy_(to_torch(tensor_list, device, device_id))
+        start += rows_of
+    return out
+
+
+def run_pipe(pipe, shardset: ShardSet, cuda_stream=None):
     """`pipe.run()`, a sample that fails to read or decode being a UserError that says where it is.
 
     DALI's error names the operator, not the sample, so the dataset's shards are checked against their
-    manifest to find it (only after a failure, which ends the run anyway).
+    manifest to find it (only after a failure, which ends the run anyway). A failure of the device is
+    said to be one, with what to change. With `cuda_stream` (a GPU pipeline) the outputs are bound to that
+    stream instead of the host waiting for them.
     """
     try:
-        return pipe.run()
+        return pipe.run(cuda_stream) if cuda_stream is not None else pipe.run()
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines()]
         operator = next((line for line in lines if line.startswith("Error in")), "").rstrip(",")
         after = lines[lines.index("encountered:") + 1:] if "encountered:" in lines else lines
         reason = next((line for line in after if line and "no longer valid" not in line), "unknown error")
+        if device_fault(str(error)):
+            raise UserError(f"{shardset.dataset}/{shardset.split}: DALI failed on the device, not on the data "
+                            f"({operator}: {reason}); lower batch_size or workers, try jpeg_decode=whole (a "
+                            f"decoder's internal error), or train with loader=torch") from None
         raise UserError(f"{shardset.dataset}/{shardset.split}: DALI failed on a sample ({operator}: {reason}). "
                         f"{locate_damage(shardset)}") from None
 
@@ -79,14 +121,14 @@ class DaliTrainLoader:
         return self
 
     def __next__(self) -> Batch:
-        images, labels, ids = [], [], []
-        for stream, shardset, pipe in zip(self.spec.streams, self.spec.shardsets, self.pipes):
-            image, label = run_pipe(pipe, shardset)
-            images.append(to_torch(image, self.device, self.device_id))
-            labels.append(to_torch(label, self.device, self.device_id).long())
-            ids.append(torch.full((stream.batch,), stream.dataset_id, dtype=torch.int64))
+        # On a GPU: the pipelines' outputs bound to the training stream (the host does not wait for them),
+        # then copied once, on that stream, into their rows of the batch.
+        stream = torch.cuda.current_stream(torch.device("cuda", self.device_id)) if self.device == "gpu" else None
+        outputs = [run_pipe(pipe, shardset, stream) for shardset, pipe in zip(self.spec.shardsets, self.pipes)]
+        ids = torch.cat([torch.full((s.batch,), s.dataset_id, dtype=torch.int64) for s in self.spec.streams])
         self.iteration += 1
-        return Batch(torch.cat(images), torch.cat(labels), torch.cat(ids))
+        return Batch(gather([image for image, _ in outputs], self.device, self.device_id, stream),
+                     gather([label for _, label in outputs], self.device, self.device_id, stream), ids)
 
     def state_dict(self) -> dict:
         return {"backend": "dali", "iteration": self.iteration, "checkpoints": [p.checkpoint() for p in self.pipes]}

@@ -133,9 +133,14 @@ def place(image, label, mapping: tuple, origin: tuple | None = None):
 
 
 def pad(image, label, anchor, crop_h: int, crop_w: int):
-    """Place a window at `-anchor` inside a crop_h x crop_w canvas of fill."""
-    image = fn.slice(image, anchor, [crop_h, crop_w], axes=[0, 1], out_of_bounds_policy="pad", fill_values=0.0)
-    label = fn.slice(label, anchor, [crop_h, crop_w], axes=[0, 1], out_of_bounds_policy="pad",
+    """Place a window at `-anchor` inside a crop_h x crop_w canvas of fill.
+
+    `start` and `shape` go as named arguments, which DALI keeps on the host: as positional inputs a Python
+    list becomes a constant on the operator's device, copied back to the host (a synchronisation) for every
+    pipeline run on a GPU."""
+    image = fn.slice(image, start=anchor, shape=[crop_h, crop_w], axes=[0, 1], out_of_bounds_policy="pad",
+                     fill_values=0.0)
+    label = fn.slice(label, start=anchor, shape=[crop_h, crop_w], axes=[0, 1], out_of_bounds_policy="pad",
                      fill_values=float(IGNORE_LABEL))
     return image, label
 

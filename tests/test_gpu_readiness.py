@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -123,3 +125,37 @@ def test_a_training_step_does_not_wait_for_the_gpu():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert result.loss.is_cuda and torch.isfinite(result.loss) and len(result.part_values()) == 3
+
+
+def test_tools_run_from_a_plain_checkout(tmp_path):
+    """Without `pip install` (the editable install's finder removed, run from another folder), every tool
+    finds mseg_fast and pipelines at the repository root: `--help` of each exits 0."""
+    code = f"""
+import runpy, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+sys.path[:] = [p for p in sys.path if p not in ("", {str(REPO)!r})]
+for tool in sorted(__import__("pathlib").Path({str(REPO / 'tools')!r}).glob("*.py")):
+    sys.argv = [str(tool), "--help"]
+    try:
+        runpy.run_path(str(tool), run_name="__main__")
+    except SystemExit as stop:
+        assert stop.code in (0, None), (tool.name, stop.code)
+    print("ran", tool.name)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("ran ") == len(list((REPO / "tools").glob("*.py")))
+
+
+def test_a_device_failure_in_dali_is_not_reported_as_damaged_data():
+    """Out of memory, CUDA errors and a decoder's internal error are the device's: said so, without hashing
+    every shard; a decoder's refusal of bytes is the data's."""
+    pytest.importorskip("nvidia.dali")
+    from pipelines.iterator import device_fault
+
+    assert device_fault("Error in thread 0: [/opt/dali/dali/core/mm/default_resources.cc:1] CUDA allocation "
+                        "failed: out of memory")
+    assert device_fault("nvImageCodec failure: NVIMGCODEC_STATUS_INTERNAL_ERROR")
+    assert device_fault("CUDA runtime API error cudaErrorIllegalAddress (700)")
+    assert not device_fault("Error in CPU operator `nvidia.dali.fn.decoders.image`, which was used in the pipeline "
+                            "definition with the following traceback: ... encountered: Unrecognized image format.")

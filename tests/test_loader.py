@@ -31,8 +31,8 @@ def test_mixing_gives_configured_counts(demo_shards, backend):
         batch = next(loader)
         assert batch.images.shape == (8, 3, 97, 113) and batch.images.dtype == torch.float32
         assert batch.labels.shape == (8, 97, 113)
-        # The fallback hands labels over in the shards' width; Batch.to() widens them after the copy.
-        assert batch.labels.dtype == (torch.uint8 if backend == "torch" else torch.int64)
+        # Both loaders hand labels over in the shards' width; Batch.to() widens them after the copy.
+        assert batch.labels.dtype == torch.uint8
         assert batch.to("cpu").labels.dtype == torch.int64
         assert torch.equal(batch.to("cpu").labels, batch.labels.long())
         assert batch.dataset_ids.tolist() == [0, 0, 0, 0, 1, 1, 2, 2]

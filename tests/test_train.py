@@ -198,22 +198,6 @@ def test_mgda_training_runs_and_logs_scales(demo_shards, tmp_path):
     assert len(scales) == 2 and all(abs(sum(map(float, s)) - 1) < 0.01 for s in scales)
 
 
-# channels_last: test_compile_runs trains with it (as gpu_check's step/bf16-channels_last-compile does).
-
-
-def test_compile_runs(demo_shards, tmp_path):
-    """torch.compile in train.py: Dynamo and AOTAutograd trace HRNet's forward and backward (aot_eager runs the
-    traced graphs without inductor's code generation, which takes about 3 minutes of C++ compiling on 2 cores
-    with a cold cache; tools/gpu_check.py's step/bf16-channels_last-compile runs inductor on a GPU). The step
-    runs compiled, in channels_last memory format, and the checkpoint holds the plain model's keys."""
-    result = train(demo_shards, tmp_path / "run", "max_iters=2", "save_every=2", "print_freq=1", "val_every=0",
-                   "compile=True", "compile_backend=aot_eager", "channels_last=True")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert len(re.findall(r"iter \d/2 loss [0-9.]+ ", result.stdout)) == 2
-    keys = final_weights(tmp_path / "run")["model"]
-    assert "last_layer.3.weight" in keys and not any("_orig_mod" in k for k in keys)
-
-
 def test_naive_recipe_trains_through_the_dali_graph(real_tree, mseg_api, tmp_path):
     """The naive taxonomy's 16-bit labels (ids up to 315) through the DALI CPU graph, every sample rotated
     (DALI's warp has no uint16 kernel: labels travel as int16)."""

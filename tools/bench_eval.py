@@ -20,6 +20,9 @@ import cv2
 import numpy as np
 import torch
 
+# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mseg_fast.bench.eval_bench import ColourClasses, run_eval_bench
 from mseg_fast.bench.shard_bench import LABEL_MAPS
 from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail

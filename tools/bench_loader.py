@@ -15,6 +15,9 @@ import platform
 import sys
 from pathlib import Path
 
+# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mseg_fast.bench.loader_bench import run_backend
 from mseg_fast.config import load_config
 from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail

@@ -16,6 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mseg_fast import datasets
 from mseg_fast.atomic import write_atomic
 from mseg_fast.bench.shard_bench import DATASET, LABEL_MAPS, codec_table, image_check_table, make_tree

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import torch
 
+# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mseg_fast.bench.step_bench import run_steps
 from mseg_fast.config import load_config
 from mseg_fast.cli import USER_ERRORS, at_least, fail

@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mseg_fast.demo_data import DATASETS, TEST_DATASET
 from mseg_fast.shards.report import describe
 

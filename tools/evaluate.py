@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch
 
+# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mseg_fast.apiroot import find_mseg_api
 from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
 from mseg_fast.data.shardset import ShardSet

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import torch
 
+# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mseg_fast.bench.gpu_checks import Context, checks, context_from_json, context_to_json, select
 from mseg_fast.bench.isolated import run_isolated
 from mseg_fast.bench.shard_bench import DATASET, make_tree
@@ -69,7 +72,7 @@ def summary(result: dict) -> str:
     if error:
         return error.strip().splitlines()[-1][:120] if error.strip() else "no output"
     keys = ("gpu", "dali", "image_mad_levels", "label_agreement", "samples_per_s", "peak_memory_gib",
-            "data_wait_share", "same_batches_after_resume", "skipped")
+            "device_used_gib", "data_wait_share", "same_batches_after_resume", "skipped")
     parts = [f"{k} {data[k]}" for k in keys if data.get(k) is not None and not isinstance(data[k], dict)]
     if "speedup" in data:  # evaluation: the inference core against the MSeg-style evaluator
         ours, mseg = data["runs"]["ours"], data["runs"]["mseg_style"]

@@ -14,6 +14,9 @@ import re
 import sys
 from pathlib import Path
 
+# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mseg_fast import datasets
 from mseg_fast.apiroot import find_mseg_api
 from mseg_fast.cli import USER_ERRORS, at_least, fail

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mseg_fast.config import load_config
 from mseg_fast.data.geometry import describe
 from mseg_fast.data.shardset import ShardSet

@@ -203,8 +203,8 @@ STEP_VARIANTS = {"fp32": [], "fp32-channels_last": ["channels_last=True"], "bf16
 def check_step(ctx: Context, variant: str) -> dict:
     """One training-step variant of HRNet-W48 at 713x713 on synthetic batches: samples/s, peak memory."""
     if ctx.dry and "compile=True" in STEP_VARIANTS[variant]:
-        return {"ok": True, "skipped": "inductor compiles HRNet for minutes on a CPU; tests/test_train.py "
-                                       "test_compile_runs covers compile (aot_eager)"}
+        return {"ok": True, "skipped": "inductor compiles HRNet for minutes on a CPU; tests/test_ranks.py "
+                                       "covers compile (aot_eager, DDP on 2 ranks)"}
     config = ctx.config("batch_size=2" if ctx.dry else "batch_size=8", *STEP_VARIANTS[variant],
                         *(["train_h=89", "train_w=89"] if ctx.dry else ["arch=hrnet_w48"]))
     iters, warmup = (2, 1) if ctx.dry else (10, 3)

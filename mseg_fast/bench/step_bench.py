@@ -14,6 +14,7 @@ from mseg_fast.loader import build_spec, build_train_loader
 from mseg_fast.models.factory import build_model
 from mseg_fast.train.numerics import set_numerics
 from mseg_fast.train.objective import build_optimizer
+from mseg_fast.train.loop import device_used_gib
 from mseg_fast.train.steps import build_step
 
 
@@ -56,6 +57,8 @@ def run_steps(config: Config, real: bool, iters: int, warmup: int, device: torch
         loader.close()
     return {"batches": "real" if real else "synthetic", "samples_per_s": round(iters * batch_size / seconds, 3),
             "step_s": round(seconds / iters, 3), "data_wait_share": round(wait / seconds, 3),
-            "peak_memory_gib": round(peak_memory_gib(device), 2), "batch": batch_size, "arch": config.arch,
+            "peak_memory_gib": round(peak_memory_gib(device), 2),
+            "device_used_gib": round(device_used_gib(device), 2) if device.type == "cuda" else None,
+            "batch": batch_size, "arch": config.arch,
             "crop": [config.train_h, config.train_w], "precision": config.precision, "device": str(device),
             "channels_last": config.channels_last, "compile": config.compile, "numerics": numerics}

@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
+        notes: list[str] = []
+        config = load_config(args.config, args.overrides, notes)
         info = init_distributed()
-        return run(config, info, args.resume, args.init_from, args.start_over)
+        return run(config, info, args.resume, args.init_from, args.start_over, notes)
     except USER_ERRORS as error:
         return fail(error)
     except FloatingPointError as error:
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
-def run(config: Config, info: DistInfo, resume: str | None, init_from: str | None, start_over: bool = False) -> int:
+def run(config: Config, info: DistInfo, resume: str | None, init_from: str | None, start_over: bool = False,
+        notes: list[str] = ()) -> int:
     run_dir = Path(config.save_path)
     log = RunLog(info.is_main)
     numerics = set_numerics(config.tf32, config.deterministic)  # before the first CUDA kernel
@@ -112,6 +114,8 @@ def run(config: Config, info: DistInfo, resume: str | None, init_from: str | Non
     log(loader_summary(config, spec, choose_backend(config, str(info.device)), str(info.device),
                        info.local_world_size))
     log(numerics)
+    for line in notes:  # how an MSeg config's keys were read
+        log(line)
     weights = torch.tensor(config.dataset_weights or [1.0] * len(config.dataset), device=info.device)
 
     def save(current: RunState) -> None:

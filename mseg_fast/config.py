@@ -24,6 +24,7 @@ import yaml
 from mseg_fast.constants import IGNORE_LABEL
 from mseg_fast.data.geometry import Augment
 from mseg_fast.errors import UserError
+from mseg_fast.mseg_keys import translate as translate_mseg
 from mseg_fast.textfile import read_text
 
 _MSEG = Augment()
@@ -241,8 +242,11 @@ def build_config(values: dict, where: str = "config") -> Config:
     return validate(Config(**checked))
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config (or start from the defaults) and apply `key=value` overrides."""
+def load_config(path: str | Path | None, overrides: list[str] = (), notes: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from the defaults) and apply `key=value` overrides.
+
+    A config of MSeg's own (mseg-semantic's config/train/...) is read with its keys mapped onto these
+    (mseg_keys.py); a line per mapped or ignored key goes to `notes` when given."""
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -257,7 +261,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if not isinstance(raw, dict):
             raise UserError(f"{path}: a config is a mapping of keys (sections DATA:, TRAIN:, ...), not "
                             f"{type(raw).__name__}")
-        values = _flatten(raw, path)
+        values, mapped = translate_mseg(_flatten(raw, path))
+        if notes is not None:
+            notes.extend(mapped)
         for key in values:
             if key not in _hints():
                 raise _unknown(key, str(path))

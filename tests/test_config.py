@@ -132,3 +132,95 @@ def test_the_3m_recipe_on_7_gpus_needs_the_mapping():
     cfg = load_config(REPO / "config" / "1080" / "mseg-3m.yaml")
     with pytest.raises(UserError, match="per-rank batch of 5 cannot give every one of the 7 datasets a crop"):
         plan_streams(list(cfg.dataset), cfg.batch_size, 7, 0)
+
+
+# MSeg's 3M 1080p training config as mseg-semantic ships it (keys and values from the reference's §3.2-3.3).
+MSEG_3M = """
+DATA:
+  dataset: [ade20k-150-relabeled, bdd-relabeled, cityscapes-19-relabeled, coco-panoptic-133-relabeled,
+            idd-39-relabeled, mapillary-public65-relabeled, sunrgbd-37-relabeled]
+  universal: True
+  use_mgda: False
+  use_multiple_datasets: True
+  use_naive_taxonomy: False
+TRAIN:
+  tax_version: 4.0
+  arch: hrnet
+  network_name:
+  layers:
+  sync_bn: True
+  train_h: 713
+  train_w: 713
+  scale_min: 0.5
+  scale_max: 2.0
+  short_size: 1080
+  rotate_min: -10
+  rotate_max: 10
+  zoom_factor: 8
+  ignore_label: 255
+  aux_weight: 0.4
+  num_examples: 3000000
+  train_gpu: [0, 1, 2, 3, 4, 5, 6]
+  dataset_gpu_mapping: {ade20k-150-relabeled: [0], bdd-relabeled: [1], cityscapes-19-relabeled: [2],
+                        coco-panoptic-133-relabeled: [3], idd-39-relabeled: [4], mapillary-public65-relabeled: [5],
+                        sunrgbd-37-relabeled: [6]}
+  workers: 64
+  batch_size: 35
+  batch_size_val: 1
+  base_lr: 0.01
+  epochs: 10
+  start_epoch: 0
+  power: 0.9
+  momentum: 0.9
+  weight_decay: 0.0001
+  manual_seed:
+  print_freq: 10
+  save_freq: 1
+  save_path: default
+  weight:
+  resume:
+  auto_resume: None
+  evaluate: False
+Distributed:
+  dist_url: tcp://127.0.0.1:6795
+  dist_backend: 'nccl'
+  multiprocessing_distributed: True
+  world_size: 1
+  rank: 0
+  use_apex: True
+  opt_level: 'O0'
+  keep_batchnorm_fp32:
+  loss_scale:
+"""
+
+
+def test_an_mseg_config_loads_with_its_keys_mapped(tmp_path):
+    path = tmp_path / "mseg-relabeled-3m.yaml"
+    path.write_text(MSEG_3M)
+    notes: list[str] = []
+    cfg = load_config(path, ["shards=/data/shards"], notes)
+    assert (cfg.arch, cfg.precision, cfg.workers, cfg.val_batch_size, cfg.manual_seed) == ("hrnet_w48", "fp32", 9, 1, 0)
+    assert cfg.batch_size == 35 and cfg.dataset_gpu_mapping["sunrgbd-37-relabeled"] == [6] and len(cfg.dataset) == 7
+    ours = load_config(REPO / "config" / "1080" / "mseg-3m.yaml", ["dataset_gpu_mapping=one_per_dataset"])
+    same = ("dataset", "train_h", "short_size", "scale_min", "rotate_min", "num_examples", "base_lr", "power",
+            "momentum", "weight_decay", "dataset_gpu_mapping")
+    assert all(getattr(cfg, key) == getattr(ours, key) for key in same), "the same recipe as config/1080/mseg-3m.yaml"
+    noted = {line.split("'")[1] for line in notes}
+    assert {"arch", "train_gpu", "save_freq", "use_apex/opt_level", "workers", "sync_bn", "dist_url", "weight"} <= noted
+    assert all(line.startswith("MSeg key '") for line in notes) and len(notes) == len(set(notes))
+    assert load_config(REPO / "config" / "1080" / "mseg-3m.yaml", [], notes) and len(notes) == len(set(notes)), \
+        "a config of ours gives no notes"
+
+
+@pytest.mark.parametrize("change,message", [
+    (("  weight:\n", "  weight: initmodel/hrnet_w48.pth\n"), "MSeg key 'weight': initmodel/hrnet_w48.pth: give it on "
+                                                             "the command line as --init-from PATH"),
+    (("  auto_resume: None\n", "  auto_resume: runs/mseg-3m\n"), "--resume auto"),
+    (("  opt_level: 'O0'\n", "  opt_level: 'O2'\n"), "O2 keeps fp16 weights"),
+    (("  arch: hrnet\n", "  arch: hrnet_ocr\n"), "hrnet_ocr is not in MSeg's code release"),
+])
+def test_mseg_keys_that_would_change_the_run_are_refused(tmp_path, change, message):
+    path = tmp_path / "mseg.yaml"
+    path.write_text(MSEG_3M.replace(*change))
+    with pytest.raises(UserError, match=message):
+        load_config(path)

@@ -225,9 +225,7 @@ def _one_per_dataset(values: dict) -> dict:
     """`values` with the shorthand mapping spelt out (after the dataset list is known)."""
     if values.get("dataset_gpu_mapping") != ONE_PER_DATASET:
         return values
-    field = Config.__dataclass_fields__["dataset"]
-    datasets = values.get("dataset", field.default_factory() if callable(field.default_factory) else field.default)
-    datasets = _check(datasets, _hints()["dataset"], "dataset")
+    datasets = _check(values.get("dataset", []), _hints()["dataset"], "dataset")  # [] is the key's default
     return {**values, "dataset_gpu_mapping": {name: [rank] for rank, name in enumerate(datasets)}}
 
 

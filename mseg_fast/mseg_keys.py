@@ -20,7 +20,8 @@ MSEG_ONLY = {"use_apex", "opt_level", "keep_batchnorm_fp32", "loss_scale", "trai
 IGNORED = {
     "keep_batchnorm_fp32": "apex's; torch.amp keeps BatchNorm in fp32",
     "loss_scale": "apex's; the fp16 gradient scaler picks its scale",
-    "train_gpu": "one process per GPU comes from torchrun: torchrun --nproc_per_node N (CUDA_VISIBLE_DEVICES picks them)",
+    "train_gpu": "one process per GPU comes from torchrun: torchrun --nproc_per_node N "
+                 "(CUDA_VISIBLE_DEVICES picks them)",
     "evaluate": "MSeg never validated during training; set val_every to do so",
     "epochs": "MSeg recomputed it from num_examples, as the run length is here",
     "start_epoch": "a resumed run continues from its checkpoint (--resume auto)",

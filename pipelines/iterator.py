@@ -3,6 +3,7 @@ validation sample exactly once."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Iterator
 
@@ -48,9 +49,7 @@ def gather(tensor_lists: list, device: str, device_id: int | None, cuda_stream=N
 
     tensors = [tensor_list.as_tensor() for tensor_list in tensor_lists]
     dtypes = [to_torch_type[tensor.dtype] for tensor in tensors]
-    dtype = dtypes[0]
-    for other in dtypes[1:]:
-        dtype = torch.promote_types(dtype, other)
+    dtype = functools.reduce(torch.promote_types, dtypes)
     rows = [tensor.shape()[0] for tensor in tensors]
     target = torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
     out = torch.empty((sum(rows), *tensors[0].shape()[1:]), dtype=dtype, device=target)

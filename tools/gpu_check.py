@@ -153,7 +153,8 @@ def run_checks(args: argparse.Namespace, work: Path, names: list[str], skipped: 
     for number, name in enumerate(names, 1):
         left = args.deadline - (time.monotonic() - start) if args.deadline else None
         if left is not None and left < 5:
-            results[name] = {"status": "not run", "seconds": 0, "error": f"the --deadline of {args.deadline} s had passed"}
+            results[name] = {"status": "not run", "seconds": 0,
+                             "error": f"the --deadline of {args.deadline} s had passed"}
             continue
         print(f"[{number}/{len(names)}] {name} ...", end=" ", flush=True)
         command = [sys.executable, str(Path(__file__).resolve()), "--run-one", name, "--context", context_to_json(ctx),

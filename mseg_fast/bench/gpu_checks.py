@@ -217,8 +217,8 @@ def check_train(ctx: Context) -> dict:
     DALI is not installed): the data-wait share."""
     iterations = 4 if ctx.dry else 100
     run = Path(ctx.work) / "train-run"
-    overrides = [f"loader={'dali' if dali_available() else 'torch'}", f"max_iters={iterations}", f"save_every={iterations}", "print_freq=2" if ctx.dry
-                 else "print_freq=10", "val_every=0", f"save_path={run}", f"shards={ctx.shards}",
+    overrides = [f"loader={'dali' if dali_available() else 'torch'}", f"max_iters={iterations}",
+                 f"save_every={iterations}", "print_freq=2" if ctx.dry else "print_freq=10", "val_every=0", f"save_path={run}", f"shards={ctx.shards}",
                  f"dataset=[{ctx.dataset}]", "workers=null"]
     overrides += (["short_size=240", "train_h=89", "train_w=89", "batch_size=2", "arch=hrnet_w18"] if ctx.dry
                   else ["arch=hrnet_w48", "batch_size=8", "precision=bf16", "channels_last=True"])

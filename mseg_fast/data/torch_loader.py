@@ -169,12 +169,12 @@ def augment(components: dict[str, bytes], u: np.ndarray, spec: LoaderSpec, image
     warp_into(image, label, u, spec.aug, spec.blur_kernel, spec.blur_sigma, image_out, label_out, scratch, bgr=True)
 
 
-def augmented(components: dict[str, bytes], u: np.ndarray, spec: LoaderSpec, label_dtype: str
+def augmented(components: dict[str, bytes], u: np.ndarray, spec: LoaderSpec, label_dtype: str, scratch: Scratch
               ) -> tuple[np.ndarray, np.ndarray]:
     """`augment` into new arrays: the normalised crop (the output dtype) and its label (`label_dtype`)."""
     image_out = np.empty((3, spec.aug.crop_h, spec.aug.crop_w), np.dtype(spec.output_dtype))
     label_out = np.empty((spec.aug.crop_h, spec.aug.crop_w), np.dtype(label_dtype))
-    augment(components, u, spec, image_out, label_out, Scratch(spec.aug.crop_h, spec.aug.crop_w))
+    augment(components, u, spec, image_out, label_out, scratch)
     return image_out, label_out
 
 
@@ -234,6 +234,9 @@ class MixedBatches(Dataset):
         return {"images": images[...], "labels": labels[...], "dataset_ids": ids}
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+
+
 def keep_freed_memory() -> None:
     """Have glibc's malloc keep freed blocks of up to 32 MB for reuse. By default it hands a decoded
     1080p image (6 MB) back to the kernel when it is freed, and the next decode faults every page in
@@ -245,9 +248,6 @@ def keep_freed_memory() -> None:
         return
     libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # the largest value glibc accepts on 64 bits
     libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
 def init_worker(served: Owner, _: int) -> None:
@@ -360,12 +360,13 @@ def pad_batch(images: list[np.ndarray], labels: list[np.ndarray]) -> tuple[np.nd
 def torch_sample_crops(spec: LoaderSpec, count: int) -> list[dict]:
     """The first `count` training crops with where they came from and what was drawn."""
     batches = MixedBatches(spec)
+    scratch = Scratch(spec.aug.crop_h, spec.aug.crop_w)
     crops: list[dict] = []
     for iteration in itertools.count():
         for stream, reader, index, u in batches.items(iteration):
             try:
                 components = reader.read(index)
-                image, label = augmented(components, u, spec, reader.shardset.label_dtype)
+                image, label = augmented(components, u, spec, reader.shardset.label_dtype, scratch)
             except (ValueError, cv2.error) as error:
                 raise UserError(reader.damage(index, error)) from None
             meta = json.loads(components.get("json", b"{}"))

@@ -174,8 +174,8 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
             rate = samples / seconds
             eta = (max_iters - state.iteration) * seconds / max(1, samples / len(batch))
             parts = " ".join(f"{dataset_names[k]}={v:.3f}" for k, v in sorted(part_values.items()))
-            memory = (f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f}G device {device_used_gib(device):.1f}G"
-                      if device.type == "cuda" else "")
+            memory = (f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f}G "
+                      f"device {device_used_gib(device):.1f}G" if device.type == "cuda" else "")
             scales = {dataset_names[k]: v for k, v in (result.scales or {}).items()}
             if record:
                 record(state.iteration, {"train/loss": loss, "train/lr": optimizer.param_groups[0]["lr"],

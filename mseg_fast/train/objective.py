@@ -30,8 +30,9 @@ def per_dataset_loss(logits: torch.Tensor, labels: torch.Tensor, dataset_ids: to
     present = counts > 0
     means = sums / counts.clamp_min(1.0)  # 0 where absent: its sum is 0 too (ignored pixels add nothing)
     used = weights.to(pixel.dtype) * present
+    total = used.sum()
     # Nothing labelled anywhere: 0 / 1 = 0, still joined to the graph (a zero gradient, as before).
-    loss = (used * means).sum() / torch.where(used.sum() > 0, used.sum(), torch.ones_like(used.sum()))
+    loss = (used * means).sum() / torch.where(total > 0, total, torch.ones_like(total))
     return loss, torch.where(present, means, torch.full_like(means, float("nan"))).detach()
 
 

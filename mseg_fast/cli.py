@@ -27,6 +27,40 @@ def at_least(low: int):
     return parse
 
 
+class _HelpFormat(argparse.RawDescriptionHelpFormatter):
+    """The docstring's examples as written (not re-wrapped), and each option's default after its meaning."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or "default:" in text or "(default" in text or not action.option_strings
+                or action.default in (None, False, [], argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class ToolParser(argparse.ArgumentParser):
+    """Every command's parser. Its help is the tool's docstring: the first paragraph above the options,
+    the rest (the examples) below them, with every option's meaning and default."""
+
+    def __init__(self, doc: str, **kwargs):
+        head, _, rest = doc.strip().partition("\n\n")
+        super().__init__(description=head, epilog=rest or None, formatter_class=_HelpFormat, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # An option without a meaning is our mistake: every test that runs the tool catches it.
+        bare = [a.dest for a in self._actions if a.help is None]
+        if bare:
+            raise TypeError(f"{self.prog}: arguments without help text: {', '.join(bare)}")
+        return super().parse_known_args(args, namespace)
+
+
+def default_device() -> str:
+    """What `--device` means when not given, for every tool: the GPU where there is one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def device_arg(text: str) -> str:
     """An argparse type: `cpu`, `cuda` or `cuda:N` naming a GPU this machine has (anything else, `tpu` or a
     typo, would otherwise run on the CPU or end in a traceback)."""

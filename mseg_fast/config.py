@@ -240,6 +240,23 @@ def build_config(values: dict, where: str = "config") -> Config:
     return validate(Config(**checked))
 
 
+def shipped_recipes() -> Path:
+    """The recipes this project ships: config/ in a checkout, mseg_fast/recipes/ once installed (setup.py)."""
+    installed = Path(__file__).parent / "recipes"
+    return installed if installed.is_dir() else Path(__file__).parents[1] / "config"
+
+
+def recipe_path(name: str | Path) -> Path:
+    """A config file as given, else the shipped recipe of that name: `1080/mseg-3m`, `1080/mseg-3m.yaml` and
+    `config/1080/mseg-3m.yaml` all name config/1080/mseg-3m.yaml, from any folder and once installed."""
+    path = Path(name)
+    if path.exists() or path.is_absolute():
+        return path
+    relative = path.as_posix().removeprefix("config/")
+    shipped = shipped_recipes() / (relative if relative.endswith((".yaml", ".yml")) else relative + ".yaml")
+    return shipped if shipped.is_file() else path
+
+
 def load_config(path: str | Path | None, overrides: list[str] = (), notes: list[str] | None = None) -> Config:
     """Read a YAML config (or start from the defaults) and apply `key=value` overrides.
 
@@ -247,11 +264,14 @@ def load_config(path: str | Path | None, overrides: list[str] = (), notes: list[
     (mseg_keys.py); a line per mapped or ignored key goes to `notes` when given."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
+        path = recipe_path(path)
         try:
             raw = yaml.load(read_text(path, "config file"), Loader=_StrictLoader) or {}
         except FileNotFoundError:
-            raise UserError(f"config file {path} does not exist") from None
+            names = sorted(p.relative_to(shipped_recipes()).with_suffix("").as_posix()
+                           for p in shipped_recipes().glob("*/*.yaml"))
+            raise UserError(f"config file {path} does not exist; give a path, or a shipped recipe: "
+                            f"{', '.join(names)}") from None
         except (OSError, UnicodeDecodeError) as error:
             raise UserError(f"config file {path} cannot be read ({error})") from None
         except yaml.YAMLError as error:

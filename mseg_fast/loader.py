@@ -1,4 +1,4 @@
-"""The one adapter between the config and a loader backend: DALI (pipelines/) or torch.
+"""The one adapter between the config and a loader backend: DALI (mseg_fast/dali/) or torch.
 
 DALI is imported here only, inside its branch, so `import mseg_fast` works without it.
 """
@@ -135,7 +135,7 @@ def build_train_loader(config: Config, rank: int = 0, world_size: int = 1, devic
         raise UserError(f"the saved loader state is from the {state.get('backend')} backend, this run uses {backend}; "
                         f"set loader={state.get('backend')} to resume exactly")
     if backend == "dali":
-        from pipelines.iterator import DaliTrainLoader
+        from mseg_fast.dali.iterator import DaliTrainLoader
 
         return DaliTrainLoader(spec, *dali_target(device), state)
     return TorchTrainLoader(spec, iteration=state["iteration"] if state else 0, pin_memory=str(device).startswith("cuda"))
@@ -147,7 +147,7 @@ def build_val_batches(config: Config, rank: int = 0, world_size: int = 1, device
     spec = build_spec(config, rank, world_size, train=False, device=device, local_ranks=local_ranks)
     whole = config.val_crop == "whole"
     if choose_backend(config, device) == "dali":
-        from pipelines.iterator import dali_val_batches
+        from mseg_fast.dali.iterator import dali_val_batches
 
         return dali_val_batches(spec, *dali_target(device), batch_size, whole)
     return torch_val_batches(spec, batch_size, whole)
@@ -157,7 +157,7 @@ def sample_crops(config: Config, count: int, device: str = "cpu") -> list[dict]:
     """The first training crops of rank 0, with source and drawn uniforms (tools/show_batch.py)."""
     spec = build_spec(config, 0, 1, train=True, device=device)
     if choose_backend(config, device) == "dali":
-        from pipelines.iterator import dali_sample_crops
+        from mseg_fast.dali.iterator import dali_sample_crops
 
         return dali_sample_crops(spec, *dali_target(device), count)
     return torch_sample_crops(spec, count)
@@ -165,7 +165,7 @@ def sample_crops(config: Config, count: int, device: str = "cpu") -> list[dict]:
 
 def dali_stage_pipes(config: Config, device: str = "cpu") -> dict:
     """DALI pipelines that stop after reading, and after decoding (bench/loader_bench.py)."""
-    from pipelines.stages import stage_pipes
+    from mseg_fast.dali.stages import stage_pipes
 
     return stage_pipes(build_spec(config, 0, 1, train=True, device=device), *dali_target(device))
 
@@ -174,6 +174,6 @@ def run_graph_on_arrays(images: list, labels: list, aug: Augment, blur_kernel: i
                         label_dtype: str, seed: int, window: bool = True) -> tuple[list, list, list]:
     """Encoded images and labels through the DALI training graph on `device` (differential checks:
     tools/gpu_check.py, tests). Returns crops, labels and each sample's uniforms."""
-    from pipelines.memory import run_train_graph
+    from mseg_fast.dali.memory import run_train_graph
 
     return run_train_graph(images, labels, aug, blur_kernel, blur_sigma, *dali_target(device), label_dtype, seed, window)

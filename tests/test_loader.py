@@ -11,7 +11,7 @@ import torch
 from mseg_fast.config import load_config
 from mseg_fast.errors import UserError
 from mseg_fast.loader import build_train_loader, build_val_batches
-from pipelines.pipes import build_train_pipe
+from mseg_fast.dali.pipes import build_train_pipe
 from mseg_fast.loader import build_spec
 
 DATASETS = "[demo-streets,demo-rooms,demo-fields]"

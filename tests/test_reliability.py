@@ -312,8 +312,8 @@ def test_bench_and_check_tools_refuse_before_working(tmp_path, capsys, monkeypat
     from mseg_fast.cli import fail
     from mseg_fast.errors import UserError
 
-    code, _, err = call_tool(capsys, "bench_shard.py", "--test-data", str(tmp_path / "none"))
-    assert code == 2 and err.startswith("error: --test-data") and "MSEG_TEST_DATA" in err, err
+    code, _, err = call_tool(capsys, "bench_shard.py", "--photos", str(tmp_path / "none"))
+    assert code == 2 and err.startswith("error: --photos") and "MSEG_TEST_DATA" in err, err
     code, _, err = call_tool(capsys, "bench_shard.py", "--samples", "0")
     assert code == 2 and "--samples: 0 is too small" in err
     (tmp_path / "report").mkdir()

@@ -10,7 +10,6 @@ the forward passes, and how far their predictions and mIoU agree.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,12 +19,14 @@ import cv2
 import numpy as np
 import torch
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast.bench.eval_bench import ColourClasses, run_eval_bench
 from mseg_fast.bench.shard_bench import LABEL_MAPS
-from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, default_device, device_arg, fail
 from mseg_fast.errors import UserError
 from mseg_fast.eval.inference import InferenceSpec
 from mseg_fast.models.factory import build_model
@@ -48,19 +49,20 @@ def photos(root: Path, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ToolParser(__doc__)
     parser.add_argument("--model", type=Path, help="weights to time (default: a random network of --arch)")
-    parser.add_argument("--arch", default="hrnet_w18", choices=("hrnet_w18", "hrnet_w48"))
-    parser.add_argument("--images", type=at_least(1), default=12)
-    parser.add_argument("--base-size", type=at_least(1), default=360)
+    parser.add_argument("--arch", default="hrnet_w18", choices=("hrnet_w18", "hrnet_w48"), help="network without --model")
+    parser.add_argument("--images", type=at_least(1), default=12, help="photos to evaluate")
+    parser.add_argument("--base-size", type=at_least(1), default=360, help="short side the photos are resized to")
     parser.add_argument("--crop", type=at_least(32), default=353,
                         help="window, at least 32 (MSeg: 713; smaller for CPU runs)")
-    parser.add_argument("--images-per-batch", type=at_least(1), default=4)
-    parser.add_argument("--window-batch", type=at_least(2), default=8)
-    parser.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images-per-batch", type=at_least(1), default=4, help="images whose windows share batches")
+    parser.add_argument("--window-batch", type=at_least(2), default=8, help="windows (mirrors included) per forward")
+    parser.add_argument("--device", type=device_arg, default=default_device(), help="cpu, cuda or cuda:N")
     parser.add_argument("--photos", type=Path, default=Path(os.environ.get(
-        "MSEG_TEST_DATA", REPO.parent / "shared" / "mseg-semantic-test-data")))
-    parser.add_argument("--json", type=Path)
+        "MSEG_TEST_DATA", REPO.parent / "shared" / "mseg-semantic-test-data")),
+        help="mseg-semantic-test-data (default: $MSEG_TEST_DATA, else ../shared/mseg-semantic-test-data)")
+    parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     args = parser.parse_args(argv)
     try:
         device = torch.device(args.device)

@@ -8,19 +8,20 @@ Prints a table and writes JSON ({"runs": [{"backend", "samples_per_s", ...}]}).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import sys
 from pathlib import Path
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast.bench.loader_bench import run_backend
 from mseg_fast.config import load_config
-from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, default_device, device_arg, fail
 from mseg_fast.loader import dali_available
 
 BACKENDS = ("dali", "torch", "mseg", "decode")
@@ -50,8 +51,8 @@ def slower_notes(runs: list[dict], config) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", type=Path)
+    parser = ToolParser(__doc__)
+    parser.add_argument("config", help="a config file, or a shipped recipe (bench/1080)")
     parser.add_argument("--shards", help="shard root (overrides the config's `shards`)")
     parser.add_argument("--backend", nargs="+", choices=BACKENDS, help="default: all (dali only where installed)")
     parser.add_argument("--iters", type=at_least(1), default=20, help="timed batches per backend")
@@ -60,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                              "slot once, in their first batches, and start-up is not what training sees)")
     parser.add_argument("--repeat", type=at_least(1), default=1,
                         help="time the backends this many times, interleaved, and report the median (noisy machines)")
-    parser.add_argument("--device", type=device_arg, default="cpu", help="cpu, or cuda to time host->device copies")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--device", type=device_arg, default=default_device(), help="where batches go: cpu, or cuda[:N] to time host->device copies too")
+    parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)
     backends = args.backend or [b for b in BACKENDS if b != "dali" or dali_available()]

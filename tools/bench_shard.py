@@ -8,7 +8,6 @@ Reads photos and label maps from $MSEG_TEST_DATA (default ../shared/mseg-semanti
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -16,13 +15,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast import datasets
 from mseg_fast.atomic import write_atomic
 from mseg_fast.bench.shard_bench import DATASET, LABEL_MAPS, codec_table, image_check_table, make_tree
-from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, fail
 from mseg_fast.errors import UserError
 from mseg_fast.shards.build import ShardOptions, build_shards
 from mseg_fast.shards.convert import ConvertOptions
@@ -59,24 +60,26 @@ def shard_runs(test_data: Path, mseg_api: Path, samples: int, workers: list[int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ToolParser(__doc__)
     parser.add_argument("--samples", type=at_least(1), default=400, help="1080p samples to shard per run")
     parser.add_argument("--workers", type=at_least(1), nargs="+", default=[1, 2], help="worker processes, per run")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--keep-shards", type=Path, help="keep the last run's shards under this root (for bench_loader)")
-    parser.add_argument("--mseg-api", type=Path, default=Path(os.environ.get("MSEG_API_ROOT", REPO.parent / "shared/mseg-api")))
-    parser.add_argument("--test-data", type=Path,
-                        default=Path(os.environ.get("MSEG_TEST_DATA", REPO.parent / "shared/mseg-semantic-test-data")))
+    parser.add_argument("--mseg-api", type=Path, default=Path(os.environ.get("MSEG_API_ROOT", REPO.parent / "shared/mseg-api")),
+                        help="mseg-api checkout (default: $MSEG_API_ROOT, else ../shared/mseg-api)")
+    parser.add_argument("--photos", type=Path,
+                        default=Path(os.environ.get("MSEG_TEST_DATA", REPO.parent / "shared/mseg-semantic-test-data")),
+                        help="mseg-semantic-test-data (default: $MSEG_TEST_DATA, else ../shared/mseg-semantic-test-data)")
     args = parser.parse_args(argv)
     try:
-        missing = [p for p in (args.test_data / m for m in LABEL_MAPS) if not p.is_file()]
+        missing = [p for p in (args.photos / m for m in LABEL_MAPS) if not p.is_file()]
         if missing:
-            raise UserError(f"--test-data {args.test_data}: {missing[0]} is missing; point it (or $MSEG_TEST_DATA) at "
+            raise UserError(f"--photos {args.photos}: {missing[0]} is missing; point it (or $MSEG_TEST_DATA) at "
                             f"a mseg-semantic-test-data checkout")
         if not (args.mseg_api / "mseg").is_dir():
             raise UserError(f"--mseg-api {args.mseg_api}: not a mseg-api checkout (no mseg/ in it); point it (or "
                             f"$MSEG_API_ROOT) at one")
-        runs = shard_runs(args.test_data, args.mseg_api, args.samples, args.workers, args.keep_shards)
+        runs = shard_runs(args.photos, args.mseg_api, args.samples, args.workers, args.keep_shards)
     except USER_ERRORS as error:
         return fail(error)
     print(f"\nSharding {args.samples} real 1080p photos ({DATASET} -> universal), {os.cpu_count()} cores:")
@@ -88,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{run['steady_images_per_s']:>7} {run['steady_images_per_s'] / runs[0]['steady_images_per_s']:>7.2f}x "
               f"{100 * run['codec_share']:>6.0f}%   {stages}")
     print("steady = excluding the start of the worker processes (a fixed cost, about 0.5 s, per run)")
-    codecs = codec_table(args.test_data)
+    codecs = codec_table(args.photos)
     print("\nLabel PNG codecs, 1920x1080, one thread (ms):")
     print(f"{'bits':>4} {'encoder':<38} {'bytes':>7} {'encode':>7} {'dec cv2':>8} {'dec PIL':>8}")
     for row in codecs:
         print(f"{row['bits']:>4} {row['encoder']:<38} {row['bytes']:>7} {row['encode_ms']:>7.2f} "
               f"{row['decode_opencv_ms']:>8.2f} {row['decode_pillow_ms']:>8.2f}")
-    checks = image_check_table(args.test_data)
+    checks = image_check_table(args.photos)
     print("\nChecking a 1080p JPEG decodes (ms): " + ", ".join(f"{r['method']} {r['ms']:.2f}" for r in checks))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

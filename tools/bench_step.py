@@ -7,27 +7,28 @@ Runs on the GPU where there is one, else on the CPU.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast.bench.step_bench import run_steps
 from mseg_fast.config import load_config
-from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, fail
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", type=Path)
-    parser.add_argument("--iters", type=at_least(1), default=3)
-    parser.add_argument("--warmup", type=at_least(0), default=1)
-    parser.add_argument("--json", type=Path)
+    parser = ToolParser(__doc__)
+    parser.add_argument("config", help="a config file, or a shipped recipe (bench/1080)")
+    parser.add_argument("--iters", type=at_least(1), default=3, help="timed steps per kind of batch")
+    parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed steps first")
+    parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -11,7 +11,6 @@ with MSeg's protocol: zero-shot on a generated test set with its own taxonomy, a
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
@@ -19,9 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mseg_fast.cli import ToolParser, at_least
 from mseg_fast.demo_data import DATASETS, TEST_DATASET
 from mseg_fast.shards.report import describe
 
@@ -40,9 +42,9 @@ def run(command: list[str], spent: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ToolParser(__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for everything the demo writes")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=at_least(1), default=2, help="processes for sharding and loading")
     args = parser.parse_args(argv)
     demo, shards = args.out / "demo", args.out / "shards"
     spent: dict[str, float] = {}

@@ -11,17 +11,18 @@ base size and scales), and prints and writes the summary: per dataset the best b
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast.apiroot import find_mseg_api
-from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, device_arg, fail
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.errors import UserError
 from mseg_fast.evaluation.protocol import plan_evaluation
@@ -31,13 +32,14 @@ from mseg_fast.train.distributed import init_distributed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ToolParser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="a mseg-fast checkpoint or release file, or MSeg's")
     parser.add_argument("--dataset", nargs="+", required=True, help="test sets (camvid-11, ...) or training sets")
     parser.add_argument("--shards", type=Path, required=True, help="the shard root tools/shard.py --out wrote")
-    parser.add_argument("--base-size", type=at_least(1), nargs="+", default=[360, 720, 1080])
+    parser.add_argument("--base-size", type=at_least(1), nargs="+", default=[360, 720, 1080],
+                        help="short sides to evaluate at; the summary takes the best per dataset, as MSeg")
     parser.add_argument("--scales", choices=("ss", "ms"), default="ss", help="single scale, or MSeg's six scales")
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (MSeg's layout, summary.md)")
     parser.add_argument("--device", type=device_arg, help="cpu or cuda (default: the rank's GPU where there is one, else cpu)")
     parser.add_argument("--crop", type=at_least(32), default=713, help="window, at least 32 (MSeg: 713)")
     parser.add_argument("--images-per-batch", type=at_least(1), default=4, help="images whose windows share batches")
@@ -45,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=at_least(0), default=2, help="decoding processes")
     parser.add_argument("--save-predictions", action="store_true", help="write gray/<name>.png (resumable per image)")
     parser.add_argument("--protocol", choices=("auto", "relabeled", "unrelabeled"), default="auto",
-                        help="on training sets: MSeg's relabeled protocol (§7.6) or plain scoring; auto: relabeled for "
+                        help="on training sets: MSeg's relabeled protocol or plain scoring; auto: relabeled for "
                              "models trained on relabeled labels (MSeg: file names with 'mseg' but not 'unrelabeled')")
-    parser.add_argument("--mseg-api", help="mseg-api checkout (default: $MSEG_API_ROOT)")
+    parser.add_argument("--mseg-api", help="mseg-api checkout (default: $MSEG_API_ROOT, else the installed mseg)")
     parser.add_argument("--tsv", type=Path, help="master TSV instead of mseg-api's")
     args = parser.parse_args(argv)
     try:

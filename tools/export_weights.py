@@ -7,17 +7,18 @@ The file loads with `mseg_fast.load_model(path)`; it keeps the resolved config a
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from pathlib import Path
 
 import torch
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mseg_fast.cli import USER_ERRORS, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, fail
 from mseg_fast.errors import UserError
 from mseg_fast.models.load import load_model
 from mseg_fast.atomic import write_atomic
@@ -25,9 +26,9 @@ from mseg_fast.train.checkpoint import load
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("out", type=Path)
+    parser = ToolParser(__doc__)
+    parser.add_argument("checkpoint", type=Path, help="a training checkpoint (checkpoints/iter_*.pth)")
+    parser.add_argument("out", type=Path, help="the release file to write")
     args = parser.parse_args(argv)
     try:
         if args.out.is_dir():

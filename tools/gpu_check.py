@@ -27,13 +27,15 @@ from pathlib import Path
 
 import torch
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast.bench.gpu_checks import Context, checks, context_from_json, context_to_json, select
 from mseg_fast.bench.isolated import run_isolated
 from mseg_fast.bench.shard_bench import DATASET, make_tree
-from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, fail
 from mseg_fast.errors import UserError
 from mseg_fast.loader import dali_available
 from mseg_fast.atomic import write_atomic
@@ -92,14 +94,14 @@ def in_order(results: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ToolParser(__doc__)
     parser.add_argument("--dry-cpu", action="store_true", help="the CPU stands in for the GPU, small sizes")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the JSON report")
     parser.add_argument("--work", type=Path, help="folder for shards and runs (default: a temporary one)")
     parser.add_argument("--photos", type=Path, default=Path(os.environ.get(
-        "MSEG_TEST_DATA", REPO.parent / "shared" / "mseg-semantic-test-data")), help="mseg-semantic-test-data")
+        "MSEG_TEST_DATA", REPO.parent / "shared" / "mseg-semantic-test-data")), help="mseg-semantic-test-data (default: $MSEG_TEST_DATA, else ../shared/...)")
     parser.add_argument("--mseg-api", type=Path, default=Path(os.environ.get(
-        "MSEG_API_ROOT", REPO.parent / "shared" / "mseg-api")), help="an mseg-api checkout")
+        "MSEG_API_ROOT", REPO.parent / "shared" / "mseg-api")), help="an mseg-api checkout (default: $MSEG_API_ROOT, else ../shared/mseg-api)")
     parser.add_argument("--samples", type=at_least(0), default=0, help="photos to shard (default 48, 16 when dry)")
     parser.add_argument("--only", nargs="+", metavar="CHECK",
                         help="run only these: check names (step/bf16), a name's first part (step) or a half "

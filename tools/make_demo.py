@@ -5,20 +5,22 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mseg_fast.cli import ToolParser, at_least
 from mseg_fast.demo_data import DATASETS, TEST_DATASET, make_demo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ToolParser(__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder to write the demo tree into")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the generated pictures")
     args = parser.parse_args(argv)
     registry = make_demo(args.out, args.seed)
     total = sum(sum(d.counts) for d in DATASETS)

@@ -19,11 +19,13 @@ import cv2
 import numpy as np
 import torch
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast.apiroot import find_mseg_api, master_tsv_path
-from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, default_device, device_arg, fail
 from mseg_fast.errors import SampleError, UserError
 from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_labels
 from mseg_fast.evaluation.protocol import plan_evaluation
@@ -95,17 +97,17 @@ def frames(args: argparse.Namespace, named: list[tuple[str, Path]]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="*", type=Path)
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--folder", type=Path)
-    parser.add_argument("--video", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = ToolParser(__doc__)
+    parser.add_argument("images", nargs="*", type=Path, help="photos to predict (or --folder, --video)")
+    parser.add_argument("--model", type=Path, required=True, help="a mseg-fast checkpoint or release file, or MSeg's")
+    parser.add_argument("--folder", type=Path, help="every image under this folder (sub-folders kept under --out)")
+    parser.add_argument("--video", type=Path, help="a video: every frame")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: gray/ ids, overlay/ pictures")
     parser.add_argument("--taxonomy", help="project onto this dataset's classes (a test set, e.g. camvid-11)")
-    parser.add_argument("--base-size", type=at_least(1), default=720)
-    parser.add_argument("--scales", choices=("ss", "ms"), default="ss")
+    parser.add_argument("--base-size", type=at_least(1), default=720, help="short side the images are resized to")
+    parser.add_argument("--scales", choices=("ss", "ms"), default="ss", help="single scale, or MSeg's six scales")
     parser.add_argument("--crop", type=at_least(32), default=713, help="window (MSeg's 713; at least 32)")
-    parser.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device_arg, default=default_device(), help="cpu, cuda or cuda:N")
     parser.add_argument("--mseg-api", help="mseg-api checkout (class names, TSV)")
     args = parser.parse_args(argv)
     try:

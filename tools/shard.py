@@ -14,12 +14,14 @@ import re
 import sys
 from pathlib import Path
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast import datasets
 from mseg_fast.apiroot import find_mseg_api
-from mseg_fast.cli import USER_ERRORS, at_least, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, fail
 from mseg_fast.errors import UserError
 from mseg_fast.shards.build import ShardOptions, build_shards
 from mseg_fast.shards.convert import ConvertOptions
@@ -38,14 +40,15 @@ def byte_size(text: str) -> int:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ToolParser(__doc__)
     parser.add_argument("--dataset", required=True, help="taxonomy name, short name (mapillary, ...) or 'all'")
     parser.add_argument("--unrelabeled", action="store_true", help="use the unrelabeled labels of short names / all")
-    parser.add_argument("--taxonomy", choices=TAXONOMIES, default="universal")
+    parser.add_argument("--taxonomy", choices=TAXONOMIES, default="universal",
+                        help="labels in: universal (194 classes), naive (MSeg's naive merge), self (the dataset's own)")
     parser.add_argument("--split", default="train", help="list to shard: train, val, ... (default train)")
     parser.add_argument("--data-root", type=Path, help="folder holding ADE20K/, BDD/, Cityscapes/, ...")
     parser.add_argument("--mseg-api", help="mseg-api checkout (default: $MSEG_API_ROOT, else the installed mseg)")
-    parser.add_argument("--out", type=Path, required=True, help="output root; shards go to OUT/<taxonomy>/<dataset>/")
+    parser.add_argument("--out", type=Path, required=True, help="the shard root; shards go to OUT/<taxonomy>/<dataset>/")
     parser.add_argument("--list", action="append", default=[], metavar="[NAME=]FILE",
                         help="use this list instead of mseg-api's; NAME=FILE (repeatable) with several datasets")
     parser.add_argument("--with-relabeled", action="store_true",

@@ -9,20 +9,21 @@ a colour overlay of the labels and the names of their largest classes).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-# A plain checkout (no pip install) finds mseg_fast and pipelines at the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run from a checkout without `pip install`: mseg_fast is at the repository root. (Installed, this file is
+# mseg_fast/tools/, whose parent holds no mseg_fast/ folder, and the package is already importable.)
+if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast.config import load_config
 from mseg_fast.data.geometry import describe
 from mseg_fast.data.shardset import ShardSet
-from mseg_fast.cli import USER_ERRORS, at_least, device_arg, fail
+from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, default_device, device_arg, fail
 from mseg_fast.loader import augment_of, choose_backend, sample_crops
 from mseg_fast.viz import denormalize, grid, write_image
 
@@ -46,12 +47,12 @@ def write_pictures(out: Path, crops: list[dict], aug, names: dict, backend: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", type=Path, help="a YAML config")
+    parser = ToolParser(__doc__)
+    parser.add_argument("config", help="a config file, or a shipped recipe (1080/mseg-3m)")
     parser.add_argument("--shards", help="shard root (overrides the config's `shards`)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the pictures")
     parser.add_argument("--n", type=at_least(1), default=16, help="how many crops")
-    parser.add_argument("--device", type=device_arg, default="cpu", help="cpu, or cuda[:N] to run the DALI GPU graph")
+    parser.add_argument("--device", type=device_arg, default=default_device(), help="cpu, or cuda[:N] to run the DALI GPU graph")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)  # key=value may come before or after the options
     try:

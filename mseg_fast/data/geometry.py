@@ -7,7 +7,7 @@ one composed map, resampling once instead of three times.
 
 `crop_map` is written with arithmetic and the few functions of a `math` namespace only, so
 the same formula runs on numpy scalars (the torch fallback) and on DALI DataNodes inside the
-pipeline graph (pipelines/). Randomness comes in as uniforms u in [0, 1) (one vector per
+pipeline graph (mseg_fast/dali/). Randomness comes in as uniforms u in [0, 1) (one vector per
 sample, `NUM_DRAWS` long); each backend draws them from its own seeded generator.
 
 Coordinates are continuous: pixel (i, j) covers [j, j+1) x [i, i+1), its centre at +0.5, as
@@ -103,7 +103,7 @@ def crop_map(height, width, u, aug: Augment, m=NumpyMath) -> tuple[tuple[Any, ..
         height, width: the source image size (floats, or DataNodes).
         u: NUM_DRAWS uniforms in [0, 1) (indexable).
         aug: the settings.
-        m: math namespace (NumpyMath, or pipelines' DALI one).
+        m: math namespace (NumpyMath, or the DALI graph's one).
 
     Returns:
         (a, b, c, d, e, f): the inverse map, window pixel -> source pixel, in continuous

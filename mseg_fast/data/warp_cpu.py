@@ -1,4 +1,4 @@
-"""The fused augmentation on the CPU with OpenCV: the torch fallback's twin of pipelines/processing.py.
+"""The fused augmentation on the CPU with OpenCV: the torch fallback's twin of mseg_fast/dali/processing.py.
 
 Two spellings of one augmentation: `warp_sample` (plain: allocate, pad, return the 0..255 crop) is
 the readable reference and serves validation; `warp_into` writes the normalised crop straight into

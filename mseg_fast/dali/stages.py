@@ -5,8 +5,8 @@ from __future__ import annotations
 from nvidia.dali import pipeline_def
 
 from mseg_fast.data.torch_loader import LoaderSpec
-from pipelines import processing
-from pipelines.pipes import _reader
+from mseg_fast.dali import processing
+from mseg_fast.dali.pipes import _reader
 
 
 def stage_pipes(spec: LoaderSpec, device: str, device_id: int | None = None) -> dict:

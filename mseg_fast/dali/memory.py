@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from mseg_fast.data.geometry import Augment
-from pipelines import processing
-from pipelines.codegen import private_codegen_dir
+from mseg_fast.dali import processing
+from mseg_fast.dali.codegen import private_codegen_dir
 
 
 def run_train_graph(images: list[np.ndarray], labels: list[np.ndarray], aug: Augment, blur_kernel: int,

@@ -6,8 +6,8 @@ from nvidia.dali import fn, pipeline_def
 
 from mseg_fast.data.geometry import Augment
 from mseg_fast.data.shardset import ShardSet
-from pipelines import processing
-from pipelines.codegen import private_codegen_dir
+from mseg_fast.dali import processing
+from mseg_fast.dali.codegen import private_codegen_dir
 
 
 def _reader(shardset: ShardSet, shard_id: int, num_shards: int, train: bool, shuffle_buffer: int, with_meta: bool):

@@ -14,7 +14,7 @@ from mseg_fast.data.batch import Batch
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.data.torch_loader import LoaderSpec, locate_damage, pad_batch, val_range
 from mseg_fast.errors import UserError
-from pipelines.pipes import build_train_pipe, build_val_pipe
+from mseg_fast.dali.pipes import build_train_pipe, build_val_pipe
 
 
 def to_torch(tensor_list, device: str, device_id: int | None = None) -> torch.Tensor:

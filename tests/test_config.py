@@ -108,7 +108,7 @@ def test_a_key_twice_in_one_section_and_broken_yaml_are_one_clear_error(tmp_path
         load_config(listing)
 
 
-# The README's GPU layouts for MSeg's batch-35 recipe: GPUs, overrides, crops of each dataset per step.
+# docs/training.md's GPU layouts for MSeg's batch-35 recipe: GPUs, overrides, crops of each dataset per step.
 LAYOUTS = [(7, ["dataset_gpu_mapping=one_per_dataset"], 5), (5, [], 5), (8, ["batch_size=56"], 8),
            (4, ["batch_size=28"], 4), (2, ["batch_size=14"], 2), (1, ["batch_size=7"], 1)]
 

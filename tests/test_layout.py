@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import shutil
 import subprocess
 import sys
 
@@ -75,9 +76,15 @@ def test_no_mseg_file_is_copied_into_the_repository(mseg_api, test_photos):
 def test_pip_install_gives_console_scripts_and_recipes(tmp_path):
     """`pip install .` (a real, non-editable install into a folder) gives every command as a console script,
     and the shipped recipes as package data: run from another folder, with no checkout on the path."""
-    target = tmp_path / "site"
+    target, source = tmp_path / "site", tmp_path / "source"
+    # From a copy of the tracked files, as a release archive holds them (setuptools builds inside the source tree).
+    for name in subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.split():
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                              "--no-index", "--target", str(target), str(REPO)], capture_output=True, text=True)
+                              "--no-index", "--target", str(target), str(source)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr[-2000:]
     setup = (REPO / "setup.py").read_text()
     commands = ast.literal_eval(setup[setup.index("COMMANDS = ") + len("COMMANDS = "):setup.index("]", setup.index(

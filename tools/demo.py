@@ -6,7 +6,8 @@ Steps (each a real command, echoed before it runs): generate the demo tree, shar
 demo dataset (train and val) with labels converted to the demo's universal taxonomy,
 verify the shards, summarise the manifests, picture a mixed batch of augmented crops
 (show_batch), benchmark the loaders (bench_loader), train HRNet-W18 briefly on the CPU, and evaluate it
-with MSeg's protocol: zero-shot on a generated test set with its own taxonomy, and on a training set.
+with MSeg's protocol (zero-shot on a generated test set with its own taxonomy, and on a training set),
+predict on two of its photos, and list what to open.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast.cli import ToolParser, at_least
+from mseg_fast.config import shipped_recipes
 from mseg_fast.demo_data import DATASETS, TEST_DATASET
 from mseg_fast.shards.report import describe
 
 TOOLS = Path(__file__).resolve().parent
-CONFIG = TOOLS.parent / "config" / "demo" / "tiny.yaml"
-TRAIN_CONFIG = TOOLS.parent / "config" / "demo" / "train-demo.yaml"
+CONFIG = shipped_recipes() / "demo" / "tiny.yaml"
+TRAIN_CONFIG = shipped_recipes() / "demo" / "train-demo.yaml"
 
 
 def run(command: list[str], spent: dict[str, float]) -> None:
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
          "--n", "12"], spent)
     run([python, str(TOOLS / "bench_loader.py"), str(CONFIG), "--shards", str(shards), "--iters", "10",
          "--json", str(args.out / "bench_loader.json")], spent)
-    run([python, str(TOOLS.parent / "train.py"), str(TRAIN_CONFIG), f"shards={shards}",
+    run([python, str(TOOLS / "train.py"), str(TRAIN_CONFIG), f"shards={shards}",
          f"save_path={args.out / 'run'}"], spent)
     # Zero-shot: a test set the model never saw, in a taxonomy of its own, through the demo TSV's column.
     run([python, str(TOOLS / "shard.py"), "--dataset", TEST_DATASET.name, "--split", "val", "--taxonomy", "self",
@@ -78,10 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     run([python, str(TOOLS / "evaluate.py"), "--model", str(release), "--dataset", TEST_DATASET.name, "demo-streets",
          "--shards", str(shards), "--mseg-api", str(demo / "mseg-api"), "--base-size", "120", "180", "--crop", "89",
          "--workers", "1", "--out", str(args.out / "results")], spent)
+    photos = sorted((demo / "data" / TEST_DATASET.root / "images" / "val").glob("*.jpg"))[:2]
+    run([python, str(TOOLS / "predict.py"), "--model", str(release), *map(str, photos), "--taxonomy", TEST_DATASET.name,
+         "--mseg-api", str(demo / "mseg-api"), "--base-size", "180", "--crop", "89", "--device", "cpu",
+         "--out", str(args.out / "predictions")], spent)
     print("\nwhere the demo's time went: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in spent.items())
           + f"; {sum(spent.values()):.0f} s in all")
-    print(f"\nLook at {args.out / 'batch' / 'grid.png'} for the augmented crops. The demo's images are small, so "
-          f"MSeg's full-image chain is cheap on them; the README has the 1080p comparison.")
+    shown = [(args.out / "batch" / "grid.png", "the augmented crops of a mixed batch, labels overlaid"),
+             (args.out / "run" / "train.log", "the training log (loss per dataset, rate, ETA, validation mIoU)"),
+             (args.out / "run" / "tensorboard", f"curves: tensorboard --logdir {args.out / 'run' / 'tensorboard'}"),
+             (args.out / "results" / "summary.md", "the evaluation summary in MSeg's form (evaluate.py printed it above)"),
+             (args.out / "results" / TEST_DATASET.name / "180" / "ss" / "confusion.png", "a confusion matrix"),
+             (args.out / "predictions" / f"{photos[0].stem}_overlay.jpg", "a prediction on a photo, with its legend")]
+    print("Open:")
+    for path, what in shown:
+        print(f"  {path}  {what}" + ("" if path.exists() else "  (missing!)"))
     return 0
 
 

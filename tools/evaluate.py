@@ -22,11 +22,13 @@ if (Path(__file__).resolve().parents[1] / "mseg_fast").is_dir():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mseg_fast.apiroot import find_mseg_api
+from mseg_fast.clock import clock
 from mseg_fast.cli import USER_ERRORS, ToolParser, at_least, device_arg, fail
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.errors import UserError
 from mseg_fast.evaluation.protocol import plan_evaluation
-from mseg_fast.evaluation.run import EvalSettings, check_shards_match, evaluate_one, model_info, summarize
+from mseg_fast.evaluation.run import EvalSettings, check_shards_match, evaluate_one, model_info
+from mseg_fast.evaluation.summary import summarize
 from mseg_fast.models.load import load_model
 from mseg_fast.train.distributed import init_distributed
 
@@ -82,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
                 record = evaluate_one(model, args.model, plan, shardset, base, settings, out_dir, device, say,
                                       info.rank, info.world_size)
                 reused = f", {record['reused_predictions']} saved predictions reused" if record.get("reused_predictions") else ""
+                took = (f", {record['images']} images in {clock(record['seconds'])}, "
+                        f"{record['images'] / max(record['seconds'], 1e-9):.2f} images/s" if record.get("seconds") else "")
                 say(f"{plan.dataset} base {base} {args.scales}: mIoU {100 * record['miou']:.2f} ({out_dir / 'results.txt'}"
-                    f"{reused})")
+                    f"{reused}{took})")
                 records.append(record)
         if info.is_main:
-            lines = summarize(records, [p.dataset for p in plans], args.out)
+            lines = summarize(records, args.model.stem, args.scales, args.out)
             say("\n" + "\n".join(lines) + f"\n\nwrote {args.out / 'summary.md'} and {args.out / 'summary.json'}")
     except USER_ERRORS as error:
         return fail(error)

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="a mseg-fast checkpoint or release file, or MSeg's")
     parser.add_argument("--folder", type=Path, help="every image under this folder (sub-folders kept under --out)")
     parser.add_argument("--video", type=Path, help="a video: every frame")
-    parser.add_argument("--out", type=Path, required=True, help="output folder: gray/ ids, overlay/ pictures")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: NAME_gray.png (class ids) and NAME_overlay.jpg (colours, legend)")
     parser.add_argument("--taxonomy", help="project onto this dataset's classes (a test set, e.g. camvid-11)")
     parser.add_argument("--base-size", type=at_least(1), default=720, help="short side the images are resized to")
     parser.add_argument("--scales", choices=("ss", "ms"), default="ss", help="single scale, or MSeg's six scales")

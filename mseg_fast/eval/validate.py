@@ -64,26 +64,47 @@ def report(matrices: list[torch.Tensor], datasets: list[str], class_names: tuple
     return lines, scalars
 
 
-def confusion_picture(matrix: torch.Tensor, classes: list[int], class_names: tuple[str, ...], cell: int = 22
+def confusion_picture(matrix: torch.Tensor, classes: list[int], class_names: tuple[str, ...], cell: int = 26
                       ) -> np.ndarray:
-    """Row-normalised confusion among the present classes (BGR): the diagonal green, errors red,
-    darker = more pixels; class names on both axes."""
+    """Row-normalised confusion among the present classes (BGR): the diagonal green, errors red, darker = more
+    of the label's pixels, each cell's percentage written in it; class names on both axes and a colour scale."""
     sub = matrix[classes][:, classes].double()
     rows = (sub / sub.sum(1, keepdim=True).clamp(min=1)).numpy()
-    n, margin = len(classes), 150
-    picture = np.full((margin + n * cell, margin + n * cell, 3), 255, np.uint8)
+    n, margin, scale_width = len(classes), 150, 110
+    bar = max(100, min(n * cell, 300))  # the colour scale's height
+    height = max(margin + n * cell, margin + bar + 16)
+    picture = np.full((height, margin + n * cell + scale_width, 3), 255, np.uint8)
     font = (cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+
+    def colour(share: float, diagonal: bool) -> tuple[int, int, int]:
+        shade = int(255 * (1 - share))
+        return (shade, 255, shade) if diagonal else (shade, shade, 255)
+
     for i in range(n):
         for j in range(n):
-            shade = int(255 * (1 - rows[i, j]))
-            colour = (shade, 255, shade) if i == j else (shade, shade, 255)
             y, x = margin + i * cell, margin + j * cell
-            cv2.rectangle(picture, (x, y), (x + cell - 2, y + cell - 2), colour, -1)
+            cv2.rectangle(picture, (x, y), (x + cell - 2, y + cell - 2), colour(rows[i, j], i == j), -1)
+            percent = round(100 * rows[i, j])
+            if percent:
+                ink = (255, 255, 255) if rows[i, j] > 0.6 else (0, 0, 0)
+                cv2.putText(picture, str(percent), (x + 2, y + cell - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.33, ink, 1,
+                            cv2.LINE_AA)
         name = class_names[classes[i]][:20]
-        cv2.putText(picture, name, (4, margin + i * cell + 15), *font)
+        cv2.putText(picture, name, (4, margin + i * cell + 17), *font)
         strip = np.full((cell, margin, 3), 255, np.uint8)
-        cv2.putText(strip, name, (4, 15), *font)
+        cv2.putText(strip, name, (4, 17), *font)
         picture[:margin, margin + i * cell: margin + (i + 1) * cell] = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    cv2.putText(picture, "rows: label", (4, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(picture, "columns: prediction", (4, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(picture, "rows: label", (4, 20), *font)
+    cv2.putText(picture, "columns: prediction", (4, 40), *font)
+    cv2.putText(picture, "% of the row's pixels", (4, 60), *font)
+    # The colour scale: share of a label's pixels, correct (green) and confused (red).
+    left, top = margin + n * cell + 12, margin
+    for k in range(bar):
+        share = 1 - k / (bar - 1)
+        picture[top + k, left:left + 14] = colour(share, True)
+        picture[top + k, left + 16:left + 30] = colour(share, False)
+    for share in (1.0, 0.5, 0.0):
+        y = top + round((1 - share) * (bar - 1))
+        cv2.putText(picture, f"{round(100 * share)} %", (left + 34, y + 4), *font)
+    cv2.putText(picture, "ok / wrong", (left - 4, top - 8), *font)
     return picture

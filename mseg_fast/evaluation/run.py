@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,14 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from mseg_fast.atomic import write_atomic, write_set
 from mseg_fast.data.shardset import ShardSet
 from mseg_fast.data.torch_loader import SampleReader, val_range, worker_init
 from mseg_fast.errors import UserError
 from mseg_fast.eval.inference import MULTI_SCALE, InferenceSpec, predict_labels
-from mseg_fast.eval.mseg_metrics import harmonic_mean, mseg_counts, mseg_scores, relabeled_rewrite, results_txt
+from mseg_fast.eval.mseg_metrics import mseg_counts, mseg_scores, relabeled_rewrite, results_txt
 from mseg_fast.eval.validate import confusion_picture
 from mseg_fast.evaluation.protocol import EvalPlan
 from mseg_fast.models.load import read_weights_file
@@ -104,6 +106,7 @@ class EvalSettings:
     window_batch: int = 8
     workers: int = 2
     save_predictions: bool = False
+    progress: bool = True  # a progress bar on stderr (rank 0)
 
     def spec(self, base_size: int) -> InferenceSpec:
         return InferenceSpec(base_size, MULTI_SCALE if self.scales == "ms" else (1.0,), self.crop, self.window_batch)
@@ -206,6 +209,9 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
     done, start, forward_seconds = 0, time.perf_counter(), 0.0
     reused = torch.zeros((), dtype=torch.int64, device=device)
     damaged = 0
+    # One bar (rank 0's images; the others' are as many), its ETA as h:mm:ss; the figures go to the log at the end.
+    bar = tqdm(total=len(loader.dataset), unit="img", desc=f"{plan.dataset} base {base_size} {settings.scales}",
+               disable=rank != 0 or not settings.progress, file=sys.stderr, mininterval=1.0, leave=False)
     for batch in loader:
         # Predictions saved by an earlier, killed run are scored from their files, not computed again.
         todo = []
@@ -229,9 +235,8 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
                 if settings.save_predictions:
                     write_image(gray / f"{name}.png", prediction.to(torch.uint8).cpu().numpy())
         done += len(batch)
-        seconds = time.perf_counter() - start
-        log(f"{plan.dataset} base {base_size} {settings.scales}: {done}/{len(loader.dataset)} images of rank {rank}, "
-            f"{done / seconds:.2f} images/s, eta {(len(loader.dataset) - done) * seconds / done:.0f} s")
+        bar.update(len(batch))
+    bar.close()
     if damaged:
         log(f"{gray}: {damaged} saved predictions were damaged (truncated, another size); predicted them again")
     if world_size > 1:
@@ -257,30 +262,6 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
                                                            confusion_picture(matrix.cpu(), kept, plan.class_names)),
                    out_dir / "results.json": json.dumps(record, indent=1).encode()})
     return record
-
-
-def summarize(records: list[dict], datasets: list[str], out: Path) -> list[str]:
-    """Per dataset the maximum mIoU over base sizes (MSeg's 'max' resolution) and the harmonic mean over
-    datasets (§7.7): table lines, also written as summary.md and summary.json."""
-    best: dict[str, float | None] = {d: None for d in datasets}
-    by_base: dict[str, dict[int, float]] = {d: {} for d in datasets}
-    for record in records:
-        by_base[record["dataset"]][record["base_size"]] = 100 * record["miou"]
-        best[record["dataset"]] = max(best[record["dataset"]] or 0.0, 100 * record["miou"])
-    mean = harmonic_mean([best[d] for d in datasets])
-    lines = ["| dataset | " + " | ".join(f"base {b}" for b in sorted({r["base_size"] for r in records})) + " | max |",
-             "|---|" + "---|" * (len({r["base_size"] for r in records}) + 1)]
-    for dataset in datasets:
-        cells = [f"{by_base[dataset][b]:.1f}" if b in by_base[dataset] else "-"
-                 for b in sorted({r["base_size"] for r in records})]
-        lines.append(f"| {dataset} | " + " | ".join(cells) + f" | {best[dataset]:.1f} |")
-    lines.append(f"harmonic mean of the max column: {mean:.1f}" if mean is not None else
-                 "harmonic mean: not defined (a result is missing or 0)")
-    out.mkdir(parents=True, exist_ok=True)
-    write_set({out / "summary.md": ("\n".join(lines) + "\n").encode(),
-               out / "summary.json": json.dumps({"max_miou": best, "by_base_size": by_base,
-                                                 "harmonic_mean": mean}, indent=1).encode()})
-    return lines
 
 
 def check_shards_match(plan: EvalPlan, shardset: ShardSet) -> None:

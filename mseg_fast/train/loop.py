@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
+from mseg_fast.clock import clock
 from mseg_fast.data.batch import Batch
 from mseg_fast.train.objective import per_dataset_loss, poly_lr
 
@@ -184,7 +185,7 @@ def fit(model, optimizer, scaler, loader: Iterator[Batch], state: RunState, max_
                                          **{f"train/mgda_scale/{k}": v for k, v in scales.items()},
                                          **{f"train/term/{k}": v for k, v in terms.items()}})
             log(f"iter {state.iteration}/{max_iters} loss {loss:.4f} [{parts}] lr {optimizer.param_groups[0]['lr']:.6f} "
-                f"{rate:.1f} samples/s data-wait {100 * data_wait / seconds:.0f}% eta {eta / 60:.1f} min{memory}"
+                f"{rate:.1f} samples/s data-wait {100 * data_wait / seconds:.0f}% eta {clock(eta)}{memory}"
                 + (f" skipped {state.skipped_steps}" if state.skipped_steps else "")
                 + (" scales " + " ".join(f"{k}={v:.3f}" for k, v in scales.items()) if scales else "")
                 + (" terms " + " ".join(f"{k}={v:.4f}" for k, v in terms.items()) if terms else ""))

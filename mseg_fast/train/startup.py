@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from mseg_fast.atomic import named, write_atomic
+from mseg_fast.clock import stamp
 from mseg_fast.errors import UserError
 from mseg_fast.models.load import load_imagenet_backbone, load_strict, model_state, read_weights_file
 from mseg_fast.train import checkpoint
@@ -20,7 +21,8 @@ from mseg_fast.train.distributed import DistInfo
 
 
 class RunLog:
-    """Lines for stdout and train.log (the main rank's), held back until the run folder is accepted."""
+    """Lines for stdout and train.log (the main rank's), each with the time it was written, held back until
+    the run folder is accepted."""
 
     def __init__(self, is_main: bool):
         self.is_main = is_main
@@ -30,6 +32,7 @@ class RunLog:
     def __call__(self, line: str) -> None:
         if not self.is_main:
             return
+        line = "\n".join(f"{stamp()} {part}" for part in line.split("\n"))
         print(line, flush=True)
         if self.file is None:
             self.pending.append(line)

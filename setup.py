@@ -19,7 +19,7 @@ setup(
     # user's platform (CPU or CUDA build); DALI is optional so that `import mseg_fast` works
     # where DALI cannot be installed (macOS, no CUDA).
     install_requires=["numpy", "pyyaml", "pillow", "opencv-python-headless", "webdataset", "tqdm", "tensorboard", "torch"],
-    # DALI's wheels are built per CUDA major version: pick the one of your driver's CUDA (README).
+    # DALI's wheels are built per CUDA major version: pick the one of your driver's CUDA (docs/gpu.md).
     extras_require={"dali": ["nvidia-dali-cuda120>=2.4,<2.5"], "dali-cu13": ["nvidia-dali-cuda130>=2.4,<2.5"],
                     "test": ["pytest"]},
 )

@@ -42,7 +42,7 @@ class Config:
     dataset_weights: list[float] | None = None  # per-dataset share of each batch; equal by default
     # MSeg's one-dataset-per-rank layout: dataset -> ranks; `one_per_dataset`: rank i reads the i-th dataset.
     dataset_gpu_mapping: dict[str, list[int]] | None = None
-    loader: Literal["dali", "torch"] | None = None  # None: DALI when training on CUDA, else torch (README)
+    loader: Literal["dali", "torch"] | None = None  # None: DALI when training on CUDA, else torch (docs/config.md)
     workers: int | None = None  # loader threads (DALI) or worker processes (torch) per rank; None: its cores
     jpeg_decode: Literal["auto", "window", "whole"] = "auto"  # DALI: decode the crop's box, or all then slice
     shuffle_buffer: int = 256  # DALI reader's shuffle buffer, per dataset
@@ -71,7 +71,7 @@ class Config:
     pretrained: str | None = None  # ImageNet checkpoint for the backbone (HRNet's, or PSPNet's deep-base ResNet)
     aux_weight: float = 0.4  # PSPNet's auxiliary loss; HRNet has no auxiliary head
     # MSeg: SGD from N(0, 0.001) weights. For short runs from scratch (the demo), AdamW and He-initialised
-    # convolutions learn the rare classes several times sooner (README, "short runs").
+    # convolutions learn the rare classes several times sooner (docs/changelog.md).
     optimizer: Literal["sgd", "adamw"] = "sgd"
     init: Literal["mseg", "kaiming"] = "mseg"  # convolutions' random init, before pretrained / --init-from
     base_lr: float = 0.01
@@ -80,7 +80,7 @@ class Config:
     weight_decay: float = 1e-4
     num_examples: int = 1_000_000  # crops per dataset over the run (MSeg's meaning)
     max_iters: int | None = None  # set to override the length derived from num_examples
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # MSeg's opt_level O0 is fp32 (README)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # MSeg's opt_level O0 is fp32 (docs/training.md)
     tf32: bool = False  # let fp32 convolutions and matmuls run as TF32 on Ampere/Hopper (faster; MSeg's fp32 is IEEE)
     deterministic: bool = False  # deterministic CUDA kernels where PyTorch has them (slower; train/numerics.py)
     use_mgda: bool = False  # MGDA's min-norm combination of per-dataset gradients instead of the mean

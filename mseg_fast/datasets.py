@@ -96,7 +96,7 @@ class ExtraDataset:
 
 
 def load_extra_datasets(path: Path | None) -> dict[str, ExtraDataset]:
-    """Read a YAML file registering datasets of the user's own (README: 'Adding your own dataset').
+    """Read a YAML file registering datasets of the user's own (docs/data.md: 'Adding your own dataset').
 
     Each top-level key is a dataset name; its value holds `root` (a folder under --data-root,
     or absolute) and optionally `names` (class-names file) and `lists` (folder of

@@ -43,7 +43,7 @@ def dali_target(device: str) -> tuple[str, int | None]:
 
 def choose_backend(config: Config, device: str = "cpu") -> str:
     """`loader` from the config; otherwise DALI when training on CUDA (its GPU graph), else the torch
-    fallback: on a CPU the DALI CPU graph is about half as fast as the fallback (README). An explicit
+    fallback: on a CPU the DALI CPU graph is about half as fast as the fallback (docs/speed.md). An explicit
     `loader=dali` without DALI installed is an error, not a fallback."""
     if config.loader == "torch":
         return "torch"
@@ -70,7 +70,7 @@ def resolve_workers(config: Config, local_ranks: int = 1) -> int:
 def window_decode(config: Config, device: str) -> bool:
     """DALI decodes only the crop's box (`window`) or the whole JPEG and slices the box (`whole`).
 
-    `auto`: window on the CPU, where it was measured faster (+15 %, README); whole on a GPU until
+    `auto`: window on the CPU, where it was measured faster (+15 %, docs/config.md); whole on a GPU until
     tools/gpu_check.py has measured both there: nvImageCodec 0.9's ROI decode (DALI 2.4) is reported to
     fail on H100/B200 (INTERNAL_ERROR or SIGSEGV), and the whole-image path gives the same pixels.
     """

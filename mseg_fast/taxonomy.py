@@ -67,7 +67,7 @@ class MasterTsv:
         if name not in self.header:
             raise UserError(
                 f"{self.path} has no column '{name}'. Add a column with that header that names, "
-                f"in each universal row, the dataset classes that belong to it (see README, "
+                f"in each universal row, the dataset classes that belong to it (see docs/data.md, "
                 f"'Adding your own dataset')."
             )
         index = self.header.index(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 
@@ -224,3 +226,9 @@ def test_mseg_keys_that_would_change_the_run_are_refused(tmp_path, change, messa
     path.write_text(MSEG_3M.replace(*change))
     with pytest.raises(UserError, match=message):
         load_config(path)
+
+
+def test_every_config_key_is_in_the_reference_page():
+    page = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    missing = [f.name for f in dataclasses.fields(Config) if f"`{f.name}`" not in page]
+    assert not missing, f"docs/config.md lacks {missing}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -136,3 +138,11 @@ def test_imagenet_backbone_is_loaded_strictly(w18, tmp_path):
     torch.save(backbone, tmp_path / "broken.pth")
     with pytest.raises(UserError, match="1 missing from the checkpoint: layer1.0.conv1.weight"):
         load_imagenet_backbone(build_model("hrnet_w18", 7), tmp_path / "broken.pth")
+    assert hashlib.sha256((tmp_path / "imagenet.pth").read_bytes()).hexdigest() in summary, "the log names the file"
+    with pytest.raises(UserError, match=r"pretrained=.*nope.pth: no such file; docs/weights.md says where"):
+        load_imagenet_backbone(model, tmp_path / "nope.pth")
+    # Another network's ImageNet weights (PSPNet's ResNet) are refused with the page that names the right file.
+    torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3), "layer1.0.conv1.weight": torch.zeros(64, 128, 1, 1)},
+               tmp_path / "resnet50_v2.pth")
+    with pytest.raises(UserError, match=r"not a HRNet-W18 ImageNet checkpoint .*docs/weights.md"):
+        load_imagenet_backbone(model, tmp_path / "resnet50_v2.pth")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,16 @@ def test_pip_install_gives_console_scripts_and_recipes(tmp_path):
                             text=True, env=env, cwd=elsewhere)
     words = " ".join(helped.stdout.split())
     assert helped.returncode == 0 and "--dataset" in words and "(default: universal)" in words, words
+
+
+def test_docs_links_resolve_and_cite_nothing_a_reader_cannot_follow():
+    """README and docs/: every relative link reaches a file; no reference sections or issue numbers outside
+    the changelog; the README stays about a page."""
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.name}: the link {target} leads nowhere"
+        if page.name != "changelog.md":
+            assert "§" not in text and not re.search(r"\b[Ii]ssue \d+", text), f"{page.name} cites what a reader lacks"
+    assert len((REPO / "README.md").read_text(encoding="utf-8").split()) < 900, "the README is a page; docs/ the rest"

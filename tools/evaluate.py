@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = ToolParser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="a mseg-fast checkpoint or release file, or MSeg's")
     parser.add_argument("--dataset", nargs="+", required=True, help="test sets (camvid-11, ...) or training sets")
-    parser.add_argument("--shards", type=Path, required=True, help="the shard root tools/shard.py --out wrote")
+    parser.add_argument("--shards", type=Path, required=True, help="the shard root tools/shard.py --shards wrote")
     parser.add_argument("--base-size", type=at_least(1), nargs="+", default=[360, 720, 1080],
                         help="short sides to evaluate at; the summary takes the best per dataset, as MSeg")
     parser.add_argument("--scales", choices=("ss", "ms"), default="ss", help="single scale, or MSeg's six scales")

@@ -1,9 +1,9 @@
 """Prove the GPU path on one GPU: DALI's GPU graph against its CPU graph, resume, loader, step and evaluation speed.
 
-    python tools/gpu_check.py --out gpu_check.json                      # every check, on a GPU machine
-    python tools/gpu_check.py --only data --deadline 300 --out data.json   # the first half (graphs, resume, loader)
-    python tools/gpu_check.py --only model --deadline 420 --out model.json # the second (steps, training, evaluation)
-    python tools/gpu_check.py --dry-cpu --out dry.json                  # the CPU stands in (what the test suite runs)
+    python tools/gpu_check.py --json gpu_check.json                      # every check, on a GPU machine
+    python tools/gpu_check.py --only data --deadline 300 --json data.json   # the first half (graphs, resume, loader)
+    python tools/gpu_check.py --only model --deadline 420 --json model.json # the second (steps, training, evaluation)
+    python tools/gpu_check.py --dry-cpu --json dry.json                  # the CPU stands in (what the test suite runs)
 
 Builds shards of real 1080p photos (mseg-semantic-test-data, $MSEG_TEST_DATA) with tools/shard.py, then runs
 each check in a process of its own (a crash is that check's result; the others still run; a check past its
@@ -96,7 +96,8 @@ def in_order(results: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = ToolParser(__doc__)
     parser.add_argument("--dry-cpu", action="store_true", help="the CPU stands in for the GPU, small sizes")
-    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the JSON report")
+    parser.add_argument("--json", "--out", dest="out", metavar="FILE", type=Path, default=Path("gpu_check.json"),
+                        help="the JSON report (as every benchmark calls it)")
     parser.add_argument("--work", type=Path, help="folder for shards and runs (default: a temporary one)")
     parser.add_argument("--photos", type=Path, default=Path(os.environ.get(
         "MSEG_TEST_DATA", REPO.parent / "shared" / "mseg-semantic-test-data")), help="mseg-semantic-test-data (default: $MSEG_TEST_DATA, else ../shared/...)")
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             raise UserError(str(error)) from None
         if args.out.is_dir():
-            raise UserError(f"--out {args.out} is a folder; give the report's file name, e.g. {args.out / 'gpu_check.json'}")
+            raise UserError(f"--json {args.out} is a folder; give the report's file name, e.g. {args.out / 'gpu_check.json'}")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         # Written now, and again after every check: an unwritable --out is found before minutes of checks, and
         # a run that is stopped keeps the results it had.

@@ -1,8 +1,8 @@
 """Write WebDataset shards of MSeg datasets, labels converted to the training taxonomy.
 
-    python tools/shard.py --dataset mapillary --data-root DATA --mseg-api MSEG_API --out shards
+    python tools/shard.py --dataset mapillary --data-root DATA --mseg-api MSEG_API --shards shards
 
-Writes OUT/<taxonomy>/<dataset>/<split>-NNNNNN.tar, a DALI index beside each, and
+Writes SHARDS/<taxonomy>/<dataset>/<split>-NNNNNN.tar, a DALI index beside each, and
 manifest.json. `--verify` only re-checks existing shards against the manifest.
 """
 
@@ -48,7 +48,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--split", default="train", help="list to shard: train, val, ... (default train)")
     parser.add_argument("--data-root", type=Path, help="folder holding ADE20K/, BDD/, Cityscapes/, ...")
     parser.add_argument("--mseg-api", help="mseg-api checkout (default: $MSEG_API_ROOT, else the installed mseg)")
-    parser.add_argument("--out", type=Path, required=True, help="the shard root; shards go to OUT/<taxonomy>/<dataset>/")
+    parser.add_argument("--shards", "--out", dest="out", metavar="DIR", type=Path, required=True,
+                        help="the shard root (as every command calls it); shards go to DIR/<taxonomy>/<dataset>/")
     parser.add_argument("--list", action="append", default=[], metavar="[NAME=]FILE",
                         help="use this list instead of mseg-api's; NAME=FILE (repeatable) with several datasets")
     parser.add_argument("--with-relabeled", action="store_true",

@@ -10,7 +10,7 @@ CONFIG is a YAML file, or one this project ships named without config/ and .yaml
 key=value sets any config key by its bare name (no DATA./TRAIN. section), the value read as YAML:
   base_lr=0.005  max_iters=2000  precision=bf16  dataset=[ade20k-150-relabeled,bdd-relabeled]  dataset_weights=null
 Unknown keys and wrong types are errors that name the closest key. Keys that take paths, relative to the
-folder you run in: shards (the shard root tools/shard.py --out wrote), save_path (the run folder: config.yaml,
+folder you run in: shards (the shard root tools/shard.py --shards wrote), save_path (the run folder: config.yaml,
 train.log, tensorboard/, checkpoints/, val/), pretrained (ImageNet backbone weights: docs/weights.md).
 
 One process: `python train.py ...` (or `mseg-train` once installed); several: `torchrun --nproc_per_node N

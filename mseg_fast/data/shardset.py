@@ -82,7 +82,7 @@ class ShardSet:
 
     def verify_command(self) -> str:
         root = Path(self.tars[0]).parents[2] if self.tars else "SHARDS"
-        return f"python tools/shard.py --dataset {self.dataset} --split {self.split} --verify --out {root}"
+        return f"python tools/shard.py --dataset {self.dataset} --split {self.split} --verify --shards {root}"
 
     def damaged(self) -> list[str]:
         """The shard files whose sha256 differs from the manifest's."""

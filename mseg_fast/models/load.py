@@ -7,6 +7,7 @@ mismatches are listed in the error.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Mapping
 
@@ -75,7 +76,10 @@ def load_imagenet_backbone(model: HRNet | PSPNet, path: str | Path) -> str:
     Returns:
         A one-line summary of what was loaded.
     """
-    state = strip_prefix(read_weights_file(path))
+    try:
+        state = strip_prefix(read_weights_file(path))
+    except UserError as error:
+        raise UserError(f"pretrained={error}; docs/weights.md says where to download the ImageNet weights") from None
     if isinstance(model, PSPNet):
         classifier, heads = ("fc.",), PSP_HEAD_PREFIXES
         state = {_deep_base_key(k): v for k, v in state.items()}
@@ -88,11 +92,21 @@ def load_imagenet_backbone(model: HRNet | PSPNet, path: str | Path) -> str:
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(heads)}
     problems = mismatch_report(expected, backbone)
     if problems:
-        raise UserError(f"{path} is not a {name} ImageNet checkpoint for this model:\n  " + "\n  ".join(problems))
+        raise UserError(f"pretrained={path} is not a {name} ImageNet checkpoint for this model (docs/weights.md names "
+                        f"the file for each arch):\n  " + "\n  ".join(problems))
     model.load_state_dict({**model.state_dict(), **backbone}, strict=True)
     head = len(model.state_dict()) - len(expected)
-    return (f"{path}: {len(backbone)} backbone tensors loaded, {len(dropped)} classification tensors dropped, "
+    return (f"{path} (sha256 {file_sha256(path)}): {len(backbone)} backbone tensors loaded, {len(dropped)} classification tensors dropped, "
             f"{head} head tensors ({', '.join(p + '*' for p in heads)}) keep their initialisation")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's sha256, for the log: which weights a run started from, to compare with what was downloaded."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_weights_file(path: str | Path) -> dict:

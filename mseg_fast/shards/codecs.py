@@ -1,6 +1,6 @@
 """Image and label codecs used when writing shards.
 
-Choices, measured with `tools/bench_shard.py --codecs` (numbers in the README):
+Choices, measured with `tools/bench_shard.py --codecs` (numbers in docs/speed.md):
 - Labels decode with OpenCV (faster than Pillow on 8- and 16-bit greyscale PNG).
 - Labels encode with OpenCV, PNG filter UP, zlib level 3. Label maps are flat regions whose
   rows repeat, so UP compresses them as well as adaptive filtering, and decodes 2-3x faster

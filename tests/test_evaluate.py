@@ -4,6 +4,7 @@ reuse of finished results, agreement with the MSeg-style evaluator, and refusals
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_zero_shot_evaluation_writes_mseg_layout_and_agrees_with_mseg(camvid, ms
     gray = sorted((tmp_path / "results/camvid-11/48/ss/gray").glob("*.png"))
     assert len(gray) == 6, "two images with one file name get a prediction each (named by shard key)"
     summary = (tmp_path / "results" / "summary.md").read_text()
-    assert "| camvid-11 |" in summary and "harmonic mean" in summary
+    assert "## Zero-shot" in summary and "| model | camvid-11 | h. mean |" in summary and "single scale" in summary
     # The same images through the MSeg-style evaluator (one image at a time, OpenCV on the host).
     from mseg_fast.evaluation.protocol import plan_evaluation
     from mseg_fast.models.load import load_model
@@ -252,7 +253,16 @@ def test_demo_test_set_is_scored_zero_shot_and_training_sets_in_universal_ids(de
     text = (tmp_path / "results/demo-outdoor/60/ss/results.txt").read_text()
     assert len(text.splitlines()) == 1 + len(TEST_DATASET.classes)
     assert (tmp_path / "results/demo-streets_universal/60/ss/results.txt").is_file()
-    assert "| demo-outdoor |" in (tmp_path / "results/summary.md").read_text()
+    # MSeg's form: a table per regime, the test set's zero-shot figure never averaged with the training set's.
+    summary = json.loads((tmp_path / "results/summary.json").read_text())
+    assert summary["model"] == "demo" and summary["scales"] == "ss" and summary["base_sizes"] == [60]
+    assert summary["regimes"]["zero-shot"]["datasets"] == ["demo-outdoor"]
+    assert summary["regimes"]["universal"]["datasets"] == ["demo-streets"]
+    zero_shot = summary["regimes"]["zero-shot"]
+    if zero_shot["max_miou"]["demo-outdoor"]:  # a harmonic mean over 0 is undefined (None)
+        assert zero_shot["harmonic_mean"] == pytest.approx(zero_shot["max_miou"]["demo-outdoor"])
+    text = (tmp_path / "results/summary.md").read_text()
+    assert text.index("## Zero-shot") < text.index("| demo | ") < text.index("## Training datasets")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import torch
 
 from helpers import REPO, pinned_args
 from leftovers import MarkedRun
+from mseg_fast.clock import clock
 from mseg_fast.models.factory import build_model
 from mseg_fast.train.objective import build_optimizer, derive_max_iters, per_dataset_loss, poly_lr
 
@@ -67,6 +68,11 @@ def test_short_run_options_draw_he_weights_and_use_adamw():
     assert adamw.param_groups[0]["weight_decay"] == 1e-4
 
 
+def test_durations_are_written_as_hours_minutes_seconds():
+    assert [clock(s) for s in (0, 59.6, 247, 3600, 111600, float("nan"))] == [
+        "0:00:00", "0:01:00", "0:04:07", "1:00:00", "31:00:00", "?:??:??"]
+
+
 def test_poly_schedule_and_length():
     assert poly_lr(0.01, 0, 100, 0.9) == 0.01 and poly_lr(0.01, 100, 100, 0.9) == 0.0
     assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
@@ -97,7 +103,8 @@ def test_loss_falls_and_logs(demo_shards, tmp_path):
     assert {"train/loss", "train/lr", "train/data_wait", "train/loss/demo-rooms", "val/mIoU/demo-fields"} <= tags
     assert [e.step for e in events.Scalars("train/loss")] == [10, 20, 30]
     assert "crops per step {'demo-streets': 2, 'demo-rooms': 2, 'demo-fields': 2}, 30 iterations" in log
-    assert re.search(r"samples/s data-wait \d+% eta", log)
+    assert re.search(r"samples/s data-wait \d+% eta \d+:\d\d:\d\d", log), "ETA as h:mm:ss"
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in log.splitlines()), "every line timed"
     assert (tmp_path / "run" / "config.yaml").exists()
     assert "numerics: fp32 math IEEE fp32 (no TF32, as MSeg)" in log
 

@@ -44,7 +44,8 @@ class ToolParser(argparse.ArgumentParser):
 
     def __init__(self, doc: str, **kwargs):
         head, _, rest = doc.strip().partition("\n\n")
-        super().__init__(description=head, epilog=rest or None, formatter_class=_HelpFormat, **kwargs)
+        super().__init__(description=head, epilog=f"examples:\n{rest}" if rest else None, formatter_class=_HelpFormat,
+                         **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):
         # An option without a meaning is our mistake: every test that runs the tool catches it.

@@ -31,7 +31,10 @@ def test_miou_over_present_classes_and_picture():
     assert abs(result["miou"] - (2 / 3 + 1 / 2) / 2) < 1e-9 and result["present"].tolist() == [True, True, False, False]
     assert abs(result["all_acc"] - 0.75) < 1e-9
     picture = confusion_picture(torch.tensor([[5, 1], [0, 4]]), [0, 1], ("road", "sky"))
-    assert picture.shape == (150 + 44, 150 + 44, 3) and picture.dtype == np.uint8
+    # 26-pixel cells below and right of the names' 150-pixel margin; a 110-pixel colour scale at the right.
+    assert picture.shape == (150 + 100 + 16, 150 + 2 * 26 + 110, 3) and picture.dtype == np.uint8
+    scale = picture[150:250, 150 + 2 * 26 + 12]  # the green bar, dark (100 %) at the top to white (0 %)
+    assert tuple(scale[0]) == (0, 255, 0) and tuple(scale[-1]) == (255, 255, 255)
 
 
 def test_validation_report_writes_whole_files_or_says_why(tmp_path):

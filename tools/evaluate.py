@@ -1,12 +1,16 @@
 """Score a trained model with MSeg's protocol: zero-shot on test sets, on training sets, oracle, naive.
 
-    python tools/evaluate.py --model runs/mseg-3m/release.pth --dataset camvid-11 kitti-19 --shards shards \\
-        --base-size 360 720 1080 [--scales ss|ms] [--out results] [--device cuda]
+    python tools/evaluate.py --model weights/mseg-3m.pth --dataset camvid-11 kitti-19 --shards shards \
+        --base-size 360 720 1080 --out results/mseg-3m
+    python tools/evaluate.py --model runs/mseg-3m.pth --dataset coco-panoptic-133 --shards shards --scales ms
+    torchrun --nproc_per_node 8 tools/evaluate.py --model ... # each GPU scores its part of every dataset
 
-The ground truth comes from val shards written by tools/shard.py: test sets with `--taxonomy self`, training
-sets (unrelabeled) with `--taxonomy universal`, plus `--with-relabeled` for models trained on relabeled labels
-(MSeg's relabeled protocol). Writes MSeg's layout under --out (results.txt per dataset,
-base size and scales), and prints and writes the summary: per dataset the best base size, their harmonic mean.
+--model takes a training checkpoint, a release file (tools/export_weights.py) or MSeg's released models
+(docs/weights.md). The ground truth comes from val shards written by tools/shard.py: test sets with
+`--taxonomy self`, training sets (unrelabeled) with `--taxonomy universal`, plus `--with-relabeled` for
+models trained on relabeled labels (MSeg's relabeled protocol). Writes MSeg's layout under --out
+(results.txt, results.json, confusion.png per dataset, base size and scales) and the summary in MSeg's form
+(summary.md, summary.json): a table per regime, the best base size per dataset, the harmonic mean.
 """
 
 from __future__ import annotations

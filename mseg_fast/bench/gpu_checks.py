@@ -229,7 +229,9 @@ def check_train(ctx: Context) -> dict:
     return {"ok": result.returncode == 0 and bool(lines), "returncode": result.returncode,
             "data_wait_share": round(float(np.mean([int(w) for _, _, w in steady])) / 100, 3) if lines else None,
             "samples_per_s": round(float(np.mean([float(s) for _, s, _ in steady])), 2) if lines else None,
-            "loader_line": next((line for line in result.stdout.splitlines() if line.startswith("loader:")), None),
+            # Log lines start with their time (clock.stamp): the line is found by what follows it.
+            "loader_line": next((line.split(" ", 2)[2] for line in result.stdout.splitlines()
+                                 if line.count(" ") >= 2 and line.split(" ", 2)[2].startswith("loader:")), None),
             "stderr_tail": result.stderr[-800:] if result.returncode else ""}
 
 

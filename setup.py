@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 # Each is tools/<name>.py with a main(argv=None) -> exit status; installed as the console script mseg-<name>.
 COMMANDS = ["shard", "train", "evaluate", "predict", "export_weights", "show_batch", "bench_loader", "bench_shard",
-            "bench_step", "bench_eval", "gpu_check", "demo", "make_demo"]
+            "bench_step", "bench_eval", "gpu_check", "demo", "make_demo", "summarize"]
 
 setup(
     name="mseg-fast",

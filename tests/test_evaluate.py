@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import run_tool
+from helpers import call_tool, run_tool
 from mseg_fast.bench.mseg_eval import mseg_style_probabilities
 from mseg_fast.eval.metrics import confusion
 from mseg_fast.eval.mseg_metrics import miou_from_results_txt, mseg_scores
+from mseg_fast.evaluation.summary import summarize
 from mseg_fast.models.factory import build_model
 
 SIZE = (48, 64)
@@ -228,7 +229,7 @@ def test_predict_refuses_inputs_it_would_miss_overwrite_or_misread(camvid, tmp_p
     assert not out.exists(), "a refused prediction writes nothing"
 
 
-def test_demo_test_set_is_scored_zero_shot_and_training_sets_in_universal_ids(demo_tree, demo_shards, tmp_path):
+def test_demo_test_set_is_scored_zero_shot_and_training_sets_in_universal_ids(demo_tree, demo_shards, tmp_path, capsys):
     """The demo's zero-shot table: a test set in a taxonomy of its own, through the demo TSV's column; the
     model's own training set in universal ids (its role read from the model file)."""
     from helpers import demo_args
@@ -254,7 +255,7 @@ def test_demo_test_set_is_scored_zero_shot_and_training_sets_in_universal_ids(de
     assert len(text.splitlines()) == 1 + len(TEST_DATASET.classes)
     assert (tmp_path / "results/demo-streets_universal/60/ss/results.txt").is_file()
     # MSeg's form: a table per regime, the test set's zero-shot figure never averaged with the training set's.
-    summary = json.loads((tmp_path / "results/summary.json").read_text())
+    summary = json.loads((tmp_path / "results/summary.json").read_text())["models"][0]
     assert summary["model"] == "demo" and summary["scales"] == "ss" and summary["base_sizes"] == [60]
     assert summary["regimes"]["zero-shot"]["datasets"] == ["demo-outdoor"]
     assert summary["regimes"]["universal"]["datasets"] == ["demo-streets"]
@@ -263,6 +264,17 @@ def test_demo_test_set_is_scored_zero_shot_and_training_sets_in_universal_ids(de
         assert zero_shot["harmonic_mean"] == pytest.approx(zero_shot["max_miou"]["demo-outdoor"])
     text = (tmp_path / "results/summary.md").read_text()
     assert text.index("## Zero-shot") < text.index("| demo | ") < text.index("## Training datasets")
+    # Several models in one table (tools/summarize.py): a row each, per regime.
+    summarize([{"dataset": "demo-outdoor", "combination": "zero-shot", "base_size": 120, "miou": 0.5}], "other", "ms",
+              tmp_path / "other")
+    code, out, _ = call_tool(capsys, "summarize.py", str(tmp_path / "results"), str(tmp_path / "other"),
+                             "--out", str(tmp_path / "table"))
+    assert code == 0 and "| demo (ss, base 60) | " in out and "| other (ms, base 120) | 50.0 | 50.0 |" in out
+    zero_shot = out[out.index("## Zero-shot"):out.index("## Training datasets")]
+    assert zero_shot.count("| demo (ss") == zero_shot.count("| other (ms") == 1
+    code, _, err = call_tool(capsys, "summarize.py", str(tmp_path / "results"), str(tmp_path / "results"),
+                             "--out", str(tmp_path / "twice"))
+    assert code == 2 and "both hold demo" in err and not (tmp_path / "twice").exists()
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """Predict label maps for pictures people look at: images, a folder or a video -> grey id PNGs and colour
 overlays with a legend, in the model's taxonomy or projected onto a dataset's (e.g. camvid-11).
 
-    python tools/predict.py --model release.pth PHOTO.jpg ... --out predictions [--taxonomy camvid-11]
-    python tools/predict.py --model release.pth --folder DIR --out predictions [--base-size 720] [--scales ms]
-    python tools/predict.py --model release.pth --video clip.mp4 --out predictions
+    python tools/predict.py --model weights/mseg-3m.pth PHOTO.jpg ... --out predictions [--taxonomy camvid-11]
+    python tools/predict.py --model weights/mseg-3m.pth --folder DIR --out predictions [--base-size 720] [--scales ms]
+    python tools/predict.py --model weights/mseg-3m.pth --video clip.mp4 --out predictions
 
 Single scale by default (MSeg's demo defaulted to six scales: minutes per image on a CPU).
 """

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import time
+
+_STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
 
 
 def clock(seconds: float) -> str:
@@ -17,3 +20,9 @@ def clock(seconds: float) -> str:
 def stamp() -> str:
     """The local time a log line is written, to the second (`2026-12-07 10:01:02`)."""
     return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def unstamped(line: str) -> str:
+    """A log line without the time `stamp()` put before it (a line without one as it is)."""
+    found = _STAMP.match(line)
+    return line[found.end():] if found else line

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from mseg_fast.constants import IGNORE_LABEL
+from mseg_fast.digest import file_sha256
 from mseg_fast.errors import UserError
 from mseg_fast.textfile import read_text
 
@@ -43,12 +43,6 @@ def read_names(path: Path) -> tuple[str, ...]:
     if not names:
         raise UserError(f"class-names file {path} is empty; it needs one class name per line")
     return names
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from mseg_fast.bench.eval_bench import ColourClasses, run_eval_bench
 from mseg_fast.bench.loader_bench import run_backend
 from mseg_fast.bench.shard_bench import LABEL_MAPS, PHOTOS_1080P
 from mseg_fast.bench.step_bench import run_steps
+from mseg_fast.clock import unstamped
 from mseg_fast.config import Config, load_config
 from mseg_fast.eval.inference import InferenceSpec
 from mseg_fast.models.factory import build_model
@@ -229,9 +230,8 @@ def check_train(ctx: Context) -> dict:
     return {"ok": result.returncode == 0 and bool(lines), "returncode": result.returncode,
             "data_wait_share": round(float(np.mean([int(w) for _, _, w in steady])) / 100, 3) if lines else None,
             "samples_per_s": round(float(np.mean([float(s) for _, s, _ in steady])), 2) if lines else None,
-            # Log lines start with their time (clock.stamp): the line is found by what follows it.
-            "loader_line": next((line.split(" ", 2)[2] for line in result.stdout.splitlines()
-                                 if line.count(" ") >= 2 and line.split(" ", 2)[2].startswith("loader:")), None),
+            "loader_line": next((line for line in map(unstamped, result.stdout.splitlines())
+                                 if line.startswith("loader:")), None),
             "stderr_tail": result.stderr[-800:] if result.returncode else ""}
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mseg_fast.digest import file_sha256
 from mseg_fast.errors import UserError
 from mseg_fast.shards.manifest import read_manifest
-from mseg_fast.shards.tarwriter import file_sha256, read_index
+from mseg_fast.shards.tarwriter import read_index
 
 
 @dataclass(frozen=True)

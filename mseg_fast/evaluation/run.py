@@ -106,7 +106,6 @@ class EvalSettings:
     window_batch: int = 8
     workers: int = 2
     save_predictions: bool = False
-    progress: bool = True  # a progress bar on stderr (rank 0)
 
     def spec(self, base_size: int) -> InferenceSpec:
         return InferenceSpec(base_size, MULTI_SCALE if self.scales == "ms" else (1.0,), self.crop, self.window_batch)
@@ -211,7 +210,7 @@ def evaluate_one(model, model_path: Path, plan: EvalPlan, shardset: ShardSet, ba
     damaged = 0
     # One bar (rank 0's images; the others' are as many), its ETA as h:mm:ss; the figures go to the log at the end.
     bar = tqdm(total=len(loader.dataset), unit="img", desc=f"{plan.dataset} base {base_size} {settings.scales}",
-               disable=rank != 0 or not settings.progress, file=sys.stderr, mininterval=1.0, leave=False)
+               disable=rank != 0, file=sys.stderr, mininterval=1.0, leave=False)
     for batch in loader:
         # Predictions saved by an earlier, killed run are scored from their files, not computed again.
         todo = []

@@ -7,12 +7,12 @@ mismatches are listed in the error.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
+from mseg_fast.digest import file_sha256
 from mseg_fast.errors import UserError
 from mseg_fast.models.hrnet import HRNet, WIDTHS
 from mseg_fast.models.pspnet import DEPTHS, PSPNet
@@ -96,17 +96,9 @@ def load_imagenet_backbone(model: HRNet | PSPNet, path: str | Path) -> str:
                         f"the file for each arch):\n  " + "\n  ".join(problems))
     model.load_state_dict({**model.state_dict(), **backbone}, strict=True)
     head = len(model.state_dict()) - len(expected)
-    return (f"{path} (sha256 {file_sha256(path)}): {len(backbone)} backbone tensors loaded, {len(dropped)} classification tensors dropped, "
-            f"{head} head tensors ({', '.join(p + '*' for p in heads)}) keep their initialisation")
-
-
-def file_sha256(path: str | Path) -> str:
-    """The file's sha256, for the log: which weights a run started from, to compare with what was downloaded."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    # The file's sha256 names which weights the run started from, to compare with what was downloaded.
+    return (f"{path} (sha256 {file_sha256(path)}): {len(backbone)} backbone tensors loaded, "
+            f"{len(dropped)} classification tensors dropped, {head} head tensors ({', '.join(p + '*' for p in heads)}) keep their initialisation")
 
 
 def read_weights_file(path: str | Path) -> dict:

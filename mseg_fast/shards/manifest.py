@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mseg_fast.atomic import write_atomic
+from mseg_fast.digest import file_sha256
 from mseg_fast.errors import UserError
 from mseg_fast.shards.convert import source_identity
-from mseg_fast.shards.tarwriter import file_sha256, read_index
+from mseg_fast.shards.tarwriter import read_index
 
 MANIFEST = "manifest.json"
 FORMAT = "mseg-fast-shards"

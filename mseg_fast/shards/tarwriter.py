@@ -9,12 +9,12 @@ is needed. Both files are written under temporary names and renamed when complet
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 from pathlib import Path
 
 from mseg_fast.atomic import fsync_and_rename, named, tmp_name, write_atomic
+from mseg_fast.digest import file_sha256
 
 INDEX_VERSION = "v1.2"
 _TAR_BLOCK = 512
@@ -76,11 +76,6 @@ class ShardWriter:
         finally:
             self._file.close()
             self._tmp_tar.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_index(path: Path) -> list[list[tuple[str, int, int, str]]]:

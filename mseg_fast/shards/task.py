@@ -14,11 +14,12 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from mseg_fast.atomic import write_atomic
+from mseg_fast.digest import file_sha256
 from mseg_fast.errors import SampleError
 from mseg_fast.shards.convert import ConvertOptions, convert_sample
 from mseg_fast.shards.plan import ShardPlan
-from mseg_fast.atomic import write_atomic
-from mseg_fast.shards.tarwriter import ShardWriter, file_sha256
+from mseg_fast.shards.tarwriter import ShardWriter
 
 STAGES = ("read", "image_check", "label_decode", "convert", "label_encode", "write")
 
